@@ -1,0 +1,163 @@
+//! Supervisor backends behind one small trait. A backend only talks to its
+//! supervisor (status, stop and wait, start, link into / unlink from the scan
+//! directory); it never decides anything and never writes service files.
+
+use crate::config::{BackendKind, Domain};
+use crate::plan::{ServicePlan, State};
+use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod runit;
+pub mod s6;
+pub mod s6rc;
+
+/// The service itself, or its logger (`NAME/log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Main,
+    Log,
+}
+
+impl Part {
+    pub fn words(self) -> &'static str {
+        match self {
+            Part::Main => "service",
+            Part::Log => "logger",
+        }
+    }
+}
+
+pub trait Backend {
+    /// What the supervisor says about the service and its logger.
+    fn status(&self, name: &str) -> Result<State>;
+    /// Stops one part and waits until it is down and its `finish` has run.
+    fn stop(&self, name: &str, part: Part) -> Result<()>;
+    /// Starts one part and waits until it is up.
+    fn start(&self, name: &str, part: Part) -> Result<()>;
+    /// Whether the service has an entry in the scan directory.
+    fn is_linked(&self, name: &str) -> bool;
+    /// Adds the service to the scan directory and has the scanner pick it up.
+    fn link(&self, name: &str) -> Result<()>;
+    /// Removes the service from the scan directory and waits for its supervisor to go.
+    fn unlink(&self, name: &str) -> Result<()>;
+    /// False for backends whose supervisor runs a compiled copy (s6-rc): the live tree
+    /// may then be written while services run, and restarts happen in `commit_batch`.
+    fn restarts_in_place(&self) -> bool {
+        true
+    }
+    /// Once per reconcile, before the live tree of the domain is written, with every
+    /// plan that acts. Backends that compile (s6-rc) switch to the new state here; an
+    /// error leaves the system as it was and fails these plans.
+    fn commit_batch(
+        &self,
+        _plans: &[&ServicePlan],
+        _stock: &dyn Fn(&str) -> Option<PathBuf>,
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
+pub fn for_domain(domain: &Domain) -> Box<dyn Backend> {
+    match domain.backend {
+        BackendKind::S6 => Box::new(s6::S6::new(domain)),
+        BackendKind::Runit => Box::new(runit::Runit::new(domain)),
+        BackendKind::S6Rc => Box::new(s6rc::S6Rc::new(domain)),
+    }
+}
+
+/// Output of a finished child.
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a supervisor program; its stdin is closed, both streams captured.
+pub fn run(argv: &[&str]) -> Result<Output> {
+    let Some((prog, args)) = argv.split_first() else {
+        bail!("empty command")
+    };
+    let out = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", argv.join(" ")))?;
+    Ok(Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+/// Polls `cond` every 20-100 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// The link an svsettle-made scan entry holds: relative, so it resolves the same from
+/// inside the root and from outside it.
+pub fn relative_link(from_dir: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from_dir.components().collect();
+    let to_c: Vec<_> = to.components().collect();
+    let common = from
+        .iter()
+        .zip(to_c.iter())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut rel = PathBuf::new();
+    for _ in common..from.len() {
+        rel.push("..");
+    }
+    for c in &to_c[common..] {
+        rel.push(c.as_os_str());
+    }
+    rel
+}
+
+/// Places `link -> target` atomically (temporary name, then rename).
+pub fn place_symlink(target: &Path, link: &Path) -> Result<()> {
+    use anyhow::Context;
+    let dir = link.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create scan directory {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        "{}link.{}",
+        crate::names::TEMP_PREFIX,
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    std::fs::rename(&tmp, link).with_context(|| format!("cannot place {}", link.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_links() {
+        assert_eq!(
+            relative_link(Path::new("/run/service"), Path::new("/etc/s6/sv/foo")),
+            Path::new("../../etc/s6/sv/foo")
+        );
+        assert_eq!(
+            relative_link(Path::new("/etc/service"), Path::new("/etc/sv/foo")),
+            Path::new("../sv/foo")
+        );
+    }
+}

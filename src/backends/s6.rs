@@ -1,0 +1,174 @@
+//! s6 backend: `s6-svok`, `s6-svstat`, `s6-svc` and `s6-svscanctl` on the live
+//! service directory (s6-supervise keeps `supervise/` there; the scan directory
+//! holds a relative symlink to it).
+
+use super::{Backend, Part, place_symlink, relative_link, run, wait_until};
+use crate::config::Domain;
+use crate::plan::{Run, State};
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub struct S6 {
+    live: PathBuf,
+    live_inner: PathBuf,
+    scan: PathBuf,
+    scan_inner: PathBuf,
+    stop_timeout: Duration,
+    start_timeout: Duration,
+}
+
+impl S6 {
+    pub fn new(d: &Domain) -> S6 {
+        S6 {
+            live: d.live.host.clone(),
+            live_inner: d.live.inner.clone(),
+            scan: d.scan.host.clone(),
+            scan_inner: d.scan.inner.clone(),
+            stop_timeout: d.policy.stop_timeout,
+            start_timeout: d.policy.start_timeout,
+        }
+    }
+
+    fn dir(&self, name: &str, part: Part) -> PathBuf {
+        match part {
+            Part::Main => self.live.join(name),
+            Part::Log => self.live.join(name).join("log"),
+        }
+    }
+
+    fn supervised(dir: &str) -> bool {
+        run(&["s6-svok", dir]).map(|o| o.code == 0).unwrap_or(false)
+    }
+
+    fn part_state(&self, name: &str, part: Part) -> Result<Run> {
+        let dir = self.dir(name, part);
+        if !dir.is_dir() {
+            return Ok(Run::Unsupervised);
+        }
+        let d = dir.to_string_lossy();
+        if !Self::supervised(&d) {
+            return Ok(Run::Unsupervised);
+        }
+        let out = run(&["s6-svstat", "-o", "up", &d])?;
+        match (out.code, out.stdout.trim()) {
+            (0, "true") => Ok(Run::Up),
+            (0, "false") => Ok(Run::Down),
+            (1, _) => Ok(Run::Unsupervised),
+            (code, s) => bail!("s6-svstat -o up {d} exited {code}: {s} {}", out.stderr),
+        }
+    }
+
+    fn ms(d: Duration) -> String {
+        d.as_millis().to_string()
+    }
+}
+
+impl Backend for S6 {
+    fn status(&self, name: &str) -> Result<State> {
+        Ok(State {
+            main: self.part_state(name, Part::Main)?,
+            log: self.part_state(name, Part::Log)?,
+        })
+    }
+
+    fn stop(&self, name: &str, part: Part) -> Result<()> {
+        let dir = self.dir(name, part);
+        let d = dir.to_string_lossy();
+        let t = Self::ms(self.stop_timeout);
+        let out = run(&["s6-svc", "-d", "-wD", "-T", &t, &d])?;
+        match out.code {
+            0 => Ok(()),
+            99 => {
+                // The service ignored SIGTERM past stop-timeout: kill it, then give up.
+                let out = run(&["s6-svc", "-k", "-d", "-wD", "-T", "5000", &d])?;
+                if out.code == 0 {
+                    Ok(())
+                } else {
+                    bail!(
+                        "{} {name} did not stop within {} s, nor after SIGKILL ({})",
+                        part.words(),
+                        self.stop_timeout.as_secs(),
+                        out.stderr
+                    )
+                }
+            }
+            code => bail!("s6-svc -d -wD {d} exited {code}: {}", out.stderr),
+        }
+    }
+
+    fn start(&self, name: &str, part: Part) -> Result<()> {
+        let dir = self.dir(name, part);
+        let d = dir.to_string_lossy();
+        let t = Self::ms(self.start_timeout);
+        // -wU waits for readiness, which only services with notification-fd report.
+        let wait = if dir.join("notification-fd").exists() {
+            "-wU"
+        } else {
+            "-wu"
+        };
+        let out = run(&["s6-svc", "-u", wait, "-T", &t, &d])?;
+        match out.code {
+            0 => Ok(()),
+            99 => bail!(
+                "{} {name} did not come up within {} s",
+                part.words(),
+                self.start_timeout.as_secs()
+            ),
+            code => bail!("s6-svc -u {wait} {d} exited {code}: {}", out.stderr),
+        }
+    }
+
+    fn is_linked(&self, name: &str) -> bool {
+        self.scan.join(name).symlink_metadata().is_ok()
+    }
+
+    fn link(&self, name: &str) -> Result<()> {
+        let target = relative_link(&self.scan_inner, &self.live_inner.join(name));
+        place_symlink(&target, &self.scan.join(name))?;
+        let scan = self.scan.to_string_lossy();
+        let out = run(&["s6-svscanctl", "-a", &scan])?;
+        if out.code != 0 {
+            // No scanner: the link is in place and is picked up when one starts.
+            return Ok(());
+        }
+        let dir = self.dir(name, Part::Main);
+        let d = dir.to_string_lossy().into_owned();
+        if !wait_until(self.start_timeout, || Self::supervised(&d)) {
+            bail!(
+                "s6-svscan did not start a supervisor for {name} within {} s",
+                self.start_timeout.as_secs()
+            );
+        }
+        Ok(())
+    }
+
+    fn unlink(&self, name: &str) -> Result<()> {
+        let link = self.scan.join(name);
+        match std::fs::symlink_metadata(&link) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&link)
+                .with_context(|| format!("cannot remove {}", link.display()))?,
+            Ok(_) => bail!(
+                "scan entry {} is not a symlink; leaving it alone",
+                link.display()
+            ),
+            Err(_) => {}
+        }
+        let scan = self.scan.to_string_lossy();
+        let out = run(&["s6-svscanctl", "-an", &scan])?;
+        if out.code != 0 {
+            return Ok(());
+        }
+        for part in [Part::Main, Part::Log] {
+            let d = self.dir(name, part).to_string_lossy().into_owned();
+            if !wait_until(self.stop_timeout, || !Self::supervised(&d)) {
+                bail!(
+                    "the supervisor of {name} ({}) did not exit within {} s",
+                    part.words(),
+                    self.stop_timeout.as_secs()
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,830 @@
+//! The durable state in `/var/lib/svsettle/state.db` (SQLite): hints, bases, file
+//! contents, the apply journal, conflicts, history and recorded problems.
+//!
+//! WAL with `synchronous=FULL`, so a committed journal row survives power loss
+//! (invariant 5); writers use `BEGIN IMMEDIATE` and a busy timeout, so enqueueing never
+//! waits on a reconcile beyond a short write (invariant 7). Migrations are append-only,
+//! keyed on `user_version`; a newer schema is refused, a corrupt file moved aside.
+
+use crate::plan::{Conflict, ServicePlan};
+use crate::tree::Tree;
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `PRAGMA application_id`: "svst".
+const APPLICATION_ID: i64 = 0x7376_7374;
+
+/// Append-only. Never edit or remove an entry: databases in the field ran them.
+fn migrations() -> Vec<&'static str> {
+    vec![
+        // 1: the queue of hints, the applied bases with their contents, the journal,
+        // conflicts, deferred restarts, history and problems for `status`.
+        r#"
+        CREATE TABLE hint (
+            id INTEGER PRIMARY KEY,
+            domain TEXT NOT NULL,
+            service TEXT NOT NULL,      -- '' = rescan the whole domain
+            path TEXT NOT NULL,
+            source TEXT NOT NULL,
+            txn TEXT NOT NULL DEFAULT '',
+            package TEXT,
+            time INTEGER NOT NULL,
+            UNIQUE (domain, service, path, source, txn)
+        ) STRICT;
+        CREATE TABLE blob (hash TEXT PRIMARY KEY, data BLOB NOT NULL) STRICT;
+        CREATE TABLE base (
+            domain TEXT NOT NULL,
+            service TEXT NOT NULL,
+            tree TEXT NOT NULL,         -- JSON of tree::Tree; file contents in blob
+            package TEXT,
+            time INTEGER NOT NULL,
+            PRIMARY KEY (domain, service)
+        ) STRICT;
+        CREATE TABLE journal (
+            domain TEXT NOT NULL,
+            service TEXT NOT NULL,
+            run INTEGER NOT NULL,
+            step TEXT NOT NULL,
+            plan TEXT NOT NULL,         -- JSON of plan::ServicePlan
+            max_hint INTEGER NOT NULL,
+            time INTEGER NOT NULL,
+            PRIMARY KEY (domain, service)
+        ) STRICT;
+        CREATE TABLE conflict (
+            domain TEXT NOT NULL,
+            service TEXT NOT NULL,
+            path TEXT NOT NULL,
+            detail TEXT NOT NULL,       -- JSON of plan::Conflict
+            time INTEGER NOT NULL,
+            PRIMARY KEY (domain, service, path)
+        ) STRICT;
+        CREATE TABLE deferred (
+            domain TEXT NOT NULL,
+            service TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            time INTEGER NOT NULL,
+            PRIMARY KEY (domain, service)
+        ) STRICT;
+        CREATE TABLE run (
+            id INTEGER PRIMARY KEY,
+            started INTEGER NOT NULL,
+            finished INTEGER,
+            trigger TEXT NOT NULL,
+            summary TEXT
+        ) STRICT;
+        CREATE TABLE history (
+            id INTEGER PRIMARY KEY,
+            run INTEGER NOT NULL,
+            time INTEGER NOT NULL,
+            domain TEXT NOT NULL,
+            service TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            package TEXT,
+            ok INTEGER NOT NULL
+        ) STRICT;
+        CREATE TABLE problem (
+            id INTEGER PRIMARY KEY,
+            time INTEGER NOT NULL,
+            source TEXT NOT NULL,
+            domain TEXT,
+            service TEXT,
+            message TEXT NOT NULL
+        ) STRICT;
+        CREATE INDEX hint_service ON hint (domain, service);
+        "#,
+    ]
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Db {
+    conn: Connection,
+    pub path: PathBuf,
+    /// Set when a corrupt file was moved aside on open.
+    pub moved_aside: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewHint {
+    pub domain: String,
+    pub service: String,
+    pub path: String,
+    pub source: String,
+    pub txn: String,
+    pub package: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingService {
+    pub domain: String,
+    /// '' = the whole domain.
+    pub service: String,
+    pub max_hint: i64,
+    pub hints: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Plan journaled; nothing touched yet.
+    Planned,
+    /// The running parts were stopped.
+    Stopped,
+    /// All new content staged beside its target; the point of no return.
+    Staged,
+    /// Every change is in place.
+    Written,
+    /// Whatever was up is up again / linked.
+    Started,
+}
+
+impl Step {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Step::Planned => "planned",
+            Step::Stopped => "stopped",
+            Step::Staged => "staged",
+            Step::Written => "written",
+            Step::Started => "started",
+        }
+    }
+    fn parse(s: &str) -> Result<Step> {
+        Ok(match s {
+            "planned" => Step::Planned,
+            "stopped" => Step::Stopped,
+            "staged" => Step::Staged,
+            "written" => Step::Written,
+            "started" => Step::Started,
+            other => bail!("journal: unknown step {other:?}"),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JournalEntry {
+    pub plan: ServicePlan,
+    pub step: Step,
+    pub run: i64,
+    pub max_hint: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub run: i64,
+    pub time: i64,
+    pub domain: String,
+    pub service: String,
+    pub action: String,
+    pub detail: String,
+    pub package: Option<String>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConflictRow {
+    pub domain: String,
+    pub service: String,
+    pub conflict: Conflict,
+    pub time: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProblemRow {
+    pub time: i64,
+    pub source: String,
+    pub domain: Option<String>,
+    pub service: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub started: i64,
+    pub finished: Option<i64>,
+    pub trigger: String,
+    pub summary: Option<String>,
+}
+
+/// What the reconciler records for one service, in one transaction.
+pub struct Outcome<'a> {
+    pub run: i64,
+    pub plan: &'a ServicePlan,
+    pub max_hint: i64,
+    pub action: &'a str,
+    pub detail: &'a str,
+    pub ok: bool,
+    pub package: Option<&'a str>,
+}
+
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt)
+    )
+}
+
+impl Db {
+    pub fn path_in(state_dir: &Path) -> PathBuf {
+        state_dir.join("state.db")
+    }
+
+    /// Opens (creating and migrating) the database. A corrupt file is moved aside and a
+    /// new one started; the caller reports `moved_aside`.
+    pub fn open(state_dir: &Path) -> Result<Db> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        let path = Self::path_in(state_dir);
+        match Self::open_at(&path) {
+            Ok(db) => Ok(db),
+            Err(e)
+                if e.downcast_ref::<rusqlite::Error>()
+                    .is_some_and(is_corruption) =>
+            {
+                let aside = path.with_file_name(format!("state.db.corrupt-{}", now()));
+                std::fs::rename(&path, &aside).with_context(|| {
+                    format!(
+                        "database {} is corrupt ({e:#}) and cannot be moved aside",
+                        path.display()
+                    )
+                })?;
+                for ext in ["-wal", "-shm"] {
+                    let side = PathBuf::from(format!("{}{ext}", path.display()));
+                    let _ =
+                        std::fs::rename(&side, PathBuf::from(format!("{}{ext}", aside.display())));
+                }
+                let mut db = Self::open_at(&path)?;
+                db.moved_aside = Some(aside);
+                Ok(db)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens an existing database read-only (`--dry-run`, read commands);
+    /// `Ok(None)` when there is none yet.
+    pub fn open_read_only(state_dir: &Path) -> Result<Option<Db>> {
+        let path = Self::path_in(state_dir);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("cannot open database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        let db = Db {
+            conn,
+            path,
+            moved_aside: None,
+        };
+        let v: i64 = db
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| db.err(e))?;
+        if v as usize > migrations().len() {
+            bail!(
+                "database {} has schema version {v}, newer than this svsettle knows ({}): upgrade svsettle",
+                db.path.display(),
+                migrations().len()
+            );
+        }
+        Ok(Some(db))
+    }
+
+    fn err(&self, e: rusqlite::Error) -> anyhow::Error {
+        let path = self.path.display().to_string();
+        anyhow::Error::new(e).context(format!("database {path}"))
+    }
+
+    fn open_at(path: &Path) -> Result<Db> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open database {}", path.display()))?;
+        let db = Db {
+            conn,
+            path: path.to_path_buf(),
+            moved_aside: None,
+        };
+        db.init()
+            .map_err(|e| match e.downcast::<rusqlite::Error>() {
+                Ok(sql) if is_corruption(&sql) => anyhow::Error::new(sql),
+                Ok(sql) => db.err(sql),
+                Err(other) => other,
+            })?;
+        Ok(db)
+    }
+
+    fn init(&self) -> Result<()> {
+        let c = &self.conn;
+        c.busy_timeout(Duration::from_secs(30))?;
+        // A fresh file cannot tell corruption from emptiness; a quick check can.
+        let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!("quick_check: {check}")),
+            )
+            .into());
+        }
+        let mode: String = c.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if mode != "wal" {
+            bail!(
+                "database {}: cannot switch to WAL (got {mode})",
+                self.path.display()
+            );
+        }
+        c.pragma_update(None, "synchronous", "FULL")?;
+        c.pragma_update(None, "foreign_keys", "ON")?;
+        let migs = migrations();
+        let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version as usize > migs.len() {
+            bail!(
+                "database {} has schema version {version}, newer than this svsettle knows ({}): upgrade svsettle",
+                self.path.display(),
+                migs.len()
+            );
+        }
+        if (version as usize) < migs.len() {
+            let mut conn = Connection::open(&self.path)?;
+            conn.busy_timeout(Duration::from_secs(30))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let app: i64 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+            if app != 0 && app != APPLICATION_ID {
+                bail!(
+                    "database {} belongs to another program (application_id {app:#x})",
+                    self.path.display()
+                );
+            }
+            for m in &migs[(version as usize).min(migs.len())..] {
+                tx.execute_batch(m)?;
+            }
+            tx.pragma_update(None, "user_version", migs.len() as i64)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let path = self.path.display().to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .with_context(|| format!("database {path}: cannot start a write"))?;
+        let v = f(&tx).with_context(|| format!("database {path}"))?;
+        tx.commit()
+            .with_context(|| format!("database {path}: commit failed"))?;
+        Ok(v)
+    }
+
+    /// Records hints in one transaction; duplicates merge. Returns how many were new.
+    pub fn enqueue(&mut self, hints: &[NewHint]) -> Result<usize> {
+        let t = now();
+        self.write(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO hint (domain, service, path, source, txn, package, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut n = 0;
+            for h in hints {
+                n += st.execute(params![h.domain, h.service, h.path, h.source, h.txn, h.package, t])?;
+            }
+            Ok(n)
+        })
+    }
+
+    pub fn pending(&self) -> Result<Vec<PendingService>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT domain, service, max(id), count(*) FROM hint GROUP BY domain, service ORDER BY domain, service")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(PendingService {
+                    domain: r.get(0)?,
+                    service: r.get(1)?,
+                    max_hint: r.get(2)?,
+                    hints: r.get(3)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    pub fn max_hint_id(&self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT coalesce(max(id), 0) FROM hint", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// Packages named by the hints of a service (newest first), for attribution.
+    pub fn hint_packages(&self, domain: &str, service: &str) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT DISTINCT package FROM hint WHERE domain = ?1 AND service = ?2 AND package IS NOT NULL ORDER BY id DESC")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![domain, service], |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    pub fn base(&self, domain: &str, service: &str) -> Result<Option<Tree>> {
+        let text: Option<String> = self
+            .conn
+            .prepare_cached("SELECT tree FROM base WHERE domain = ?1 AND service = ?2")
+            .and_then(|mut st| {
+                st.query_row(params![domain, service], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(|e| self.err(e))?;
+        text.map(|t| {
+            serde_json::from_str(&t)
+                .with_context(|| format!("database: base of {domain}/{service} is unreadable"))
+        })
+        .transpose()
+    }
+
+    pub fn base_services(&self, domain: &str) -> Result<Vec<String>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT service FROM base WHERE domain = ?1 ORDER BY service")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![domain], |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    pub fn blob(&self, hash: &str) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .prepare_cached("SELECT data FROM blob WHERE hash = ?1")
+            .and_then(|mut st| st.query_row(params![hash], |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Journals plans before anything is touched, with the content they will write.
+    pub fn journal_plans(
+        &mut self,
+        run: i64,
+        plans: &[(&ServicePlan, i64)],
+        blobs: &[(&str, &[u8])],
+    ) -> Result<()> {
+        let t = now();
+        self.write(|tx| {
+            let mut b = tx.prepare_cached("INSERT OR IGNORE INTO blob (hash, data) VALUES (?1, ?2)")?;
+            for (hash, data) in blobs {
+                b.execute(params![hash, data])?;
+            }
+            let mut j = tx.prepare_cached(
+                "INSERT OR REPLACE INTO journal (domain, service, run, step, plan, max_hint, time) VALUES (?1, ?2, ?3, 'planned', ?4, ?5, ?6)",
+            )?;
+            for (plan, max_hint) in plans {
+                let json = serde_json::to_string(plan).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                j.execute(params![plan.domain, plan.name, run, json, max_hint, t])?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn journal_step(&mut self, domain: &str, service: &str, step: &Step) -> Result<()> {
+        let s = step.as_str();
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE journal SET step = ?3 WHERE domain = ?1 AND service = ?2",
+                params![domain, service, s],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn journal(&self) -> Result<Vec<JournalEntry>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT plan, step, run, max_hint, domain, service FROM journal ORDER BY domain, service")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(plan, step, run, max_hint, d, s)| {
+                Ok(JournalEntry {
+                    plan: serde_json::from_str(&plan)
+                        .with_context(|| format!("journal entry of {d}/{s} is unreadable"))?,
+                    step: Step::parse(&step)?,
+                    run,
+                    max_hint,
+                })
+            })
+            .collect()
+    }
+
+    /// Drops a journal entry without recording an outcome (a rolled-back service).
+    pub fn journal_drop(&mut self, domain: &str, service: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM journal WHERE domain = ?1 AND service = ?2",
+                params![domain, service],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records the outcome of one service: new base, cleared hints, conflicts,
+    /// deferred state, history, journal entry gone — all or nothing.
+    pub fn commit_service(&mut self, o: &Outcome, blobs: &[(&str, &[u8])]) -> Result<()> {
+        let t = now();
+        let p = o.plan;
+        let base_json = p.new_base.as_ref().map(serde_json::to_string).transpose()?;
+        let conflicts: Vec<(String, String)> = p
+            .conflicts
+            .iter()
+            .map(|c| Ok((c.path.clone(), serde_json::to_string(c)?)))
+            .collect::<Result<_>>()?;
+        let deferred = matches!(p.action, crate::plan::Action::Deferred)
+            .then(|| p.note.clone().unwrap_or_default());
+        self.write(|tx| {
+            let mut b = tx.prepare_cached("INSERT OR IGNORE INTO blob (hash, data) VALUES (?1, ?2)")?;
+            for (hash, data) in blobs {
+                b.execute(params![hash, data])?;
+            }
+            if o.ok {
+                match &base_json {
+                    Some(json) => tx.execute(
+                        "INSERT OR REPLACE INTO base (domain, service, tree, package, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![p.domain, p.name, json, o.package, t],
+                    )?,
+                    None => tx.execute("DELETE FROM base WHERE domain = ?1 AND service = ?2", params![p.domain, p.name])?,
+                };
+                if deferred.is_none() {
+                    tx.execute(
+                        "DELETE FROM hint WHERE domain = ?1 AND service = ?2 AND id <= ?3",
+                        params![p.domain, p.name, o.max_hint],
+                    )?;
+                }
+                tx.execute("DELETE FROM conflict WHERE domain = ?1 AND service = ?2", params![p.domain, p.name])?;
+                for (path, json) in &conflicts {
+                    tx.execute(
+                        "INSERT INTO conflict (domain, service, path, detail, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![p.domain, p.name, path, json, t],
+                    )?;
+                }
+                match &deferred {
+                    Some(reason) => tx.execute(
+                        "INSERT OR REPLACE INTO deferred (domain, service, reason, time) VALUES (?1, ?2, ?3, ?4)",
+                        params![p.domain, p.name, reason, t],
+                    )?,
+                    None => tx.execute("DELETE FROM deferred WHERE domain = ?1 AND service = ?2", params![p.domain, p.name])?,
+                };
+            }
+            tx.execute(
+                "INSERT INTO history (run, time, domain, service, action, detail, package, ok) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![o.run, t, p.domain, p.name, o.action, o.detail, o.package, o.ok],
+            )?;
+            tx.execute("DELETE FROM journal WHERE domain = ?1 AND service = ?2", params![p.domain, p.name])?;
+            Ok(())
+        })
+    }
+
+    /// Clears the whole-domain hints (service '') up to `max_hint` once the domain was walked.
+    pub fn clear_domain_hints(&mut self, domain: &str, max_hint: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM hint WHERE domain = ?1 AND service = '' AND id <= ?2",
+                params![domain, max_hint],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn start_run(&mut self, trigger: &str) -> Result<i64> {
+        let t = now();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO run (started, trigger) VALUES (?1, ?2)",
+                params![t, trigger],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    pub fn finish_run(&mut self, run: i64, summary: &str) -> Result<()> {
+        let t = now();
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE run SET finished = ?2, summary = ?3 WHERE id = ?1",
+                params![run, t, summary],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn last_run(&self) -> Result<Option<RunRow>> {
+        self.conn
+            .query_row(
+                "SELECT id, started, finished, trigger, summary FROM run ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(RunRow {
+                        id: r.get(0)?,
+                        started: r.get(1)?,
+                        finished: r.get(2)?,
+                        trigger: r.get(3)?,
+                        summary: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn record_problem(
+        &mut self,
+        source: &str,
+        domain: Option<&str>,
+        service: Option<&str>,
+        message: &str,
+    ) -> Result<()> {
+        let t = now();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO problem (time, source, domain, service, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![t, source, domain, service, message],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Problems recorded since the last run that finished without any.
+    pub fn problems(&self) -> Result<Vec<ProblemRow>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT time, source, domain, service, message FROM problem ORDER BY id DESC LIMIT 50")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(ProblemRow {
+                    time: r.get(0)?,
+                    source: r.get(1)?,
+                    domain: r.get(2)?,
+                    service: r.get(3)?,
+                    message: r.get(4)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    pub fn clear_problems(&mut self) -> Result<()> {
+        self.write(|tx| tx.execute("DELETE FROM problem", []))?;
+        Ok(())
+    }
+
+    pub fn conflicts(&self) -> Result<Vec<ConflictRow>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT domain, service, detail, time FROM conflict ORDER BY domain, service, path",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get(3)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        rows.into_iter()
+            .map(|(domain, service, detail, time)| {
+                Ok(ConflictRow {
+                    conflict: serde_json::from_str(&detail).context("database: conflict row")?,
+                    domain,
+                    service,
+                    time,
+                })
+            })
+            .collect()
+    }
+
+    pub fn deferred(&self) -> Result<Vec<(String, String, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT domain, service, reason FROM deferred ORDER BY domain, service")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    pub fn history(&self, limit: usize, service: Option<&str>) -> Result<Vec<HistoryRow>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, run, time, domain, service, action, detail, package, ok FROM history
+                 WHERE ?2 IS NULL OR service = ?2 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = st
+            .query_map(params![limit as i64, service], |r| {
+                Ok(HistoryRow {
+                    id: r.get(0)?,
+                    run: r.get(1)?,
+                    time: r.get(2)?,
+                    domain: r.get(3)?,
+                    service: r.get(4)?,
+                    action: r.get(5)?,
+                    detail: r.get(6)?,
+                    package: r.get(7)?,
+                    ok: r.get(8)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.err(e))?;
+        rows.reverse();
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint(service: &str, path: &str) -> NewHint {
+        NewHint {
+            domain: "s6".into(),
+            service: service.into(),
+            path: path.into(),
+            source: "manual".into(),
+            txn: String::new(),
+            package: None,
+        }
+    }
+
+    #[test]
+    fn enqueue_merges_duplicates() {
+        let t = tempfile::tempdir().unwrap();
+        let mut db = Db::open(t.path()).unwrap();
+        assert_eq!(
+            db.enqueue(&[
+                hint("a", "/x/a/run"),
+                hint("a", "/x/a/run"),
+                hint("b", "/x/b")
+            ])
+            .unwrap(),
+            2
+        );
+        assert_eq!(db.enqueue(&[hint("a", "/x/a/run")]).unwrap(), 0);
+        let p = db.pending().unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].service, "a");
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_corrupt_file_moved_aside() {
+        let t = tempfile::tempdir().unwrap();
+        drop(Db::open(t.path()).unwrap());
+        let c = Connection::open(Db::path_in(t.path())).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let err = Db::open(t.path()).err().unwrap();
+        assert!(format!("{err:#}").contains("schema version 99"), "{err:#}");
+
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(Db::path_in(t.path()), vec![0x42u8; 8192]).unwrap();
+        let db = Db::open(t.path()).unwrap();
+        let aside = db.moved_aside.clone().unwrap();
+        assert!(aside.exists());
+        assert!(db.pending().unwrap().is_empty());
+    }
+}
