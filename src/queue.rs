@@ -225,6 +225,8 @@ pub struct Outcome<'a> {
     pub detail: &'a str,
     pub ok: bool,
     pub package: Option<&'a str>,
+    /// Write a history row (not for "nothing changed" or an already-reported conflict).
+    pub history: bool,
 }
 
 fn is_corruption(e: &rusqlite::Error) -> bool {
@@ -557,55 +559,80 @@ impl Db {
     /// Records the outcome of one service: new base, cleared hints, conflicts,
     /// deferred state, history, journal entry gone — all or nothing.
     pub fn commit_service(&mut self, o: &Outcome, blobs: &[(&str, &[u8])]) -> Result<()> {
+        self.commit_services(std::slice::from_ref(o), blobs)
+    }
+
+    /// [`Db::commit_service`] for many services in one transaction (each service is
+    /// still all or nothing; one fsync instead of one per service).
+    pub fn commit_services(&mut self, outcomes: &[Outcome], blobs: &[(&str, &[u8])]) -> Result<()> {
         let t = now();
-        let p = o.plan;
-        let base_json = p.new_base.as_ref().map(serde_json::to_string).transpose()?;
-        let conflicts: Vec<(String, String)> = p
-            .conflicts
-            .iter()
-            .map(|c| Ok((c.path.clone(), serde_json::to_string(c)?)))
-            .collect::<Result<_>>()?;
-        let deferred = matches!(p.action, crate::plan::Action::Deferred)
-            .then(|| p.note.clone().unwrap_or_default());
+        let mut rows = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            let p = o.plan;
+            let base_json = p.new_base.as_ref().map(serde_json::to_string).transpose()?;
+            let conflicts: Vec<(String, String)> = p
+                .conflicts
+                .iter()
+                .map(|c| Ok((c.path.clone(), serde_json::to_string(c)?)))
+                .collect::<Result<_>>()?;
+            let deferred = matches!(p.action, crate::plan::Action::Deferred)
+                .then(|| p.note.clone().unwrap_or_default());
+            rows.push((o, base_json, conflicts, deferred));
+        }
         self.write(|tx| {
             let mut b = tx.prepare_cached("INSERT OR IGNORE INTO blob (hash, data) VALUES (?1, ?2)")?;
             for (hash, data) in blobs {
                 b.execute(params![hash, data])?;
             }
-            if o.ok {
-                match &base_json {
-                    Some(json) => tx.execute(
-                        "INSERT OR REPLACE INTO base (domain, service, tree, package, time) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![p.domain, p.name, json, o.package, t],
-                    )?,
-                    None => tx.execute("DELETE FROM base WHERE domain = ?1 AND service = ?2", params![p.domain, p.name])?,
-                };
-                if deferred.is_none() {
-                    tx.execute(
-                        "DELETE FROM hint WHERE domain = ?1 AND service = ?2 AND id <= ?3",
-                        params![p.domain, p.name, o.max_hint],
-                    )?;
+            for (o, base_json, conflicts, deferred) in &rows {
+                let p = o.plan;
+                if o.ok {
+                    match base_json {
+                        Some(json) => tx
+                            .prepare_cached(
+                                "INSERT OR REPLACE INTO base (domain, service, tree, package, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+                            )?
+                            .execute(params![p.domain, p.name, json, o.package, t])?,
+                        None => tx
+                            .prepare_cached("DELETE FROM base WHERE domain = ?1 AND service = ?2")?
+                            .execute(params![p.domain, p.name])?,
+                    };
+                    if deferred.is_none() {
+                        tx.prepare_cached("DELETE FROM hint WHERE domain = ?1 AND service = ?2 AND id <= ?3")?
+                            .execute(params![p.domain, p.name, o.max_hint])?;
+                    }
+                    tx.prepare_cached("DELETE FROM conflict WHERE domain = ?1 AND service = ?2")?
+                        .execute(params![p.domain, p.name])?;
+                    for (path, json) in conflicts {
+                        tx.prepare_cached(
+                            "INSERT INTO conflict (domain, service, path, detail, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![p.domain, p.name, path, json, t])?;
+                    }
+                    match deferred {
+                        Some(reason) => tx
+                            .prepare_cached(
+                                "INSERT OR REPLACE INTO deferred (domain, service, reason, time) VALUES (?1, ?2, ?3, ?4)",
+                            )?
+                            .execute(params![p.domain, p.name, reason, t])?,
+                        None => tx
+                            .prepare_cached("DELETE FROM deferred WHERE domain = ?1 AND service = ?2")?
+                            .execute(params![p.domain, p.name])?,
+                    };
                 }
-                tx.execute("DELETE FROM conflict WHERE domain = ?1 AND service = ?2", params![p.domain, p.name])?;
-                for (path, json) in &conflicts {
-                    tx.execute(
-                        "INSERT INTO conflict (domain, service, path, detail, time) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![p.domain, p.name, path, json, t],
-                    )?;
+                if o.history {
+                    tx.prepare_cached(
+                        "INSERT INTO history (run, time, domain, service, action, detail, package, ok) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(params![o.run, t, p.domain, p.name, o.action, o.detail, o.package, o.ok])?;
                 }
-                match &deferred {
-                    Some(reason) => tx.execute(
-                        "INSERT OR REPLACE INTO deferred (domain, service, reason, time) VALUES (?1, ?2, ?3, ?4)",
-                        params![p.domain, p.name, reason, t],
-                    )?,
-                    None => tx.execute("DELETE FROM deferred WHERE domain = ?1 AND service = ?2", params![p.domain, p.name])?,
-                };
+                // a failure after the point of no return keeps its journal entry: the
+                // next run finishes it
+                if o.ok {
+                    tx.prepare_cached("DELETE FROM journal WHERE domain = ?1 AND service = ?2")?
+                        .execute(params![p.domain, p.name])?;
+                }
             }
-            tx.execute(
-                "INSERT INTO history (run, time, domain, service, action, detail, package, ok) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![o.run, t, p.domain, p.name, o.action, o.detail, o.package, o.ok],
-            )?;
-            tx.execute("DELETE FROM journal WHERE domain = ?1 AND service = ?2", params![p.domain, p.name])?;
             Ok(())
         })
     }

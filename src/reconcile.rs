@@ -152,6 +152,25 @@ pub fn reconcile(cfg: &Config, opts: &Options) -> Result<Report> {
 /// Finishes every journaled service (roll forward from the journaled step), then
 /// removes leftovers nobody owns.
 fn recover(cfg: &Config, db: &mut Db, report: &mut Report) -> Result<()> {
+    // Backends that switch a whole batch (s6-rc) first repair an interrupted switch
+    // and say which run's batch is current.
+    let mut batch_runs: BTreeMap<String, Option<i64>> = BTreeMap::new();
+    for d in cfg.active_domains() {
+        let backend = backends::for_domain(d);
+        if backend.restarts_in_place() {
+            continue;
+        }
+        match backend.recover_batch() {
+            Ok(r) => {
+                report.notes.extend(r.notes);
+                batch_runs.insert(d.name.clone(), r.current_run);
+            }
+            Err(e) => report.notes.push(format!(
+                "domain {}: cannot check for an interrupted switch: {e:#}",
+                d.name
+            )),
+        }
+    }
     let entries = db.journal()?;
     for entry in entries {
         let p = &entry.plan;
@@ -167,6 +186,22 @@ fn recover(cfg: &Config, db: &mut Db, report: &mut Report) -> Result<()> {
             continue;
         }
         let backend = backends::for_domain(domain);
+        if !backend.restarts_in_place() {
+            match batch_runs.get(&p.domain) {
+                // could not check: left journaled
+                None => continue,
+                Some(current) if entry.step == Step::Planned && *current != Some(entry.run) => {
+                    db.journal_drop(&p.domain, &p.name)?;
+                    report.notes.push(format!(
+                        "interrupted {} of {} was never switched to; planned again",
+                        p.action.as_str(),
+                        p.name
+                    ));
+                    continue;
+                }
+                Some(_) => {}
+            }
+        }
         let mut contents = Contents::new();
         let mut missing = None;
         for hash in apply::needed_hashes(p) {
@@ -239,6 +274,7 @@ fn finish(
                     detail: &text,
                     ok: true,
                     package: package.as_deref(),
+                    history: true,
                 },
                 blobs,
             )?;
@@ -265,6 +301,7 @@ fn finish(
                     detail: &text,
                     ok: false,
                     package: package.as_deref(),
+                    history: true,
                 },
                 &[],
             )
@@ -769,31 +806,45 @@ fn apply_domain(
             quiet.push((p, max_hint))
         }
     }
-    for (p, max_hint) in &quiet {
+    let recorded: BTreeSet<(String, String)> = db
+        .conflicts()?
+        .into_iter()
+        .filter(|c| c.domain == domain.name)
+        .map(|c| (c.service, c.conflict.path))
+        .collect();
+    let mut texts = Vec::with_capacity(quiet.len());
+    let mut blobs = Vec::new();
+    for (p, _) in &quiet {
         let (kind, text) = describe(p, None, false);
         let package = db.hint_packages(&p.domain, &p.name)?.into_iter().next();
-        let blobs = conflict_blobs(domain, p);
-        let blob_refs: Vec<(&str, &[u8])> = blobs
-            .iter()
-            .map(|(h, d)| (h.as_str(), d.as_slice()))
-            .collect();
-        let action = if p.action == Action::Nothing {
-            "nothing"
-        } else {
-            kind
-        };
-        db.commit_service(
-            &Outcome {
-                run,
-                plan: p,
-                max_hint: *max_hint,
-                action,
-                detail: &text,
-                ok: true,
-                package: package.as_deref(),
-            },
-            &blob_refs,
-        )?;
+        blobs.extend(conflict_blobs(domain, p));
+        let known = p.action == Action::Conflict
+            && p.conflicts.len() == recorded.iter().filter(|(s, _)| *s == p.name).count()
+            && p.conflicts
+                .iter()
+                .all(|c| recorded.contains(&(p.name.clone(), c.path.clone())));
+        texts.push((kind, text, package, !(p.action == Action::Nothing || known)));
+    }
+    let outcomes: Vec<Outcome> = quiet
+        .iter()
+        .zip(&texts)
+        .map(|((p, max_hint), (kind, text, package, history))| Outcome {
+            run,
+            plan: p,
+            max_hint: *max_hint,
+            action: kind,
+            detail: text,
+            ok: true,
+            package: package.as_deref(),
+            history: *history,
+        })
+        .collect();
+    let blob_refs: Vec<(&str, &[u8])> = blobs
+        .iter()
+        .map(|(h, d)| (h.as_str(), d.as_slice()))
+        .collect();
+    db.commit_services(&outcomes, &blob_refs)?;
+    for ((p, _), (kind, text, package, _)) in quiet.iter().zip(texts) {
         if p.action == Action::Nothing {
             report.unchanged += 1;
         } else {
@@ -824,30 +875,71 @@ fn apply_domain(
         db.journal_plans(run, &journal, &blobs)?;
     }
     crash_point!("journal.after-plan");
-    let batch: Vec<&ServicePlan> = acting.iter().map(|(p, _, _)| p).collect();
-    let stock_dir = |name: &str| Some(domain.stock.host.join(name));
-    if let Err(e) = backend.commit_batch(&batch, &stock_dir) {
-        for (p, _, max_hint) in &acting {
+    let batch: Vec<(&ServicePlan, &Contents)> = acting
+        .iter()
+        .zip(&contents_of)
+        .map(|((p, _, _), c)| (p, c))
+        .collect();
+    // plans the backend leaves out fail at once, before anything is switched
+    let mut refused: BTreeSet<String> = BTreeSet::new();
+    let committed = {
+        let mut refuse = |p: &ServicePlan, cause: String| -> Result<()> {
+            let max_hint = acting
+                .iter()
+                .find(|(a, _, _)| a.name == p.name)
+                .map_or(0, |(_, _, m)| *m);
             db.journal_drop(&p.domain, &p.name)?;
             finish(
                 db,
                 report,
                 run,
                 p,
-                *max_hint,
-                Err(anyhow::anyhow!("{e:#}")),
+                max_hint,
+                Err(anyhow::anyhow!(cause)),
                 &[],
             )?;
+            refused.insert(p.name.clone());
+            Ok(())
+        };
+        backend.commit_batch(run, &batch, &mut refuse)
+    };
+    let acting: Vec<_> = acting
+        .iter()
+        .zip(&contents_of)
+        .filter(|((p, _, _), _)| !refused.contains(&p.name))
+        .collect();
+    let committed = match committed {
+        Ok(c) => c,
+        Err(e) => {
+            for ((p, _, max_hint), _) in &acting {
+                db.journal_drop(&p.domain, &p.name)?;
+                finish(
+                    db,
+                    report,
+                    run,
+                    p,
+                    *max_hint,
+                    Err(anyhow::anyhow!("{e:#}")),
+                    &[],
+                )?;
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    for ((p, _, max_hint), contents) in acting.iter().zip(&contents_of) {
-        let res = Exec {
+    };
+    report.notes.extend(committed.notes);
+    for ((p, _, max_hint), contents) in acting {
+        let mut res = Exec {
             db,
             domain,
             backend,
         }
         .execute(p, contents, Step::Planned);
+        if res.is_ok()
+            && let Some(cause) = committed.troubled.get(&p.name)
+        {
+            db.journal_drop(&p.domain, &p.name)?;
+            res = Err(anyhow::anyhow!("{cause}"));
+        }
         finish(db, report, run, p, *max_hint, res, &[])?;
     }
     Ok(())
