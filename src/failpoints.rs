@@ -7,6 +7,9 @@
 /// hidden `svsettle failpoints` command); a test checks it matches the code.
 pub const FAILPOINTS: &[&str] = &[
     "journal.after-plan",
+    "s6rc.after-compile",
+    "s6rc.after-update",
+    "s6rc.after-swap",
     "update.after-stop",
     "update.mid-stage",
     "update.after-stage",
@@ -47,7 +50,12 @@ pub fn die(name: &str) -> ! {
 mod tests {
     #[test]
     fn list_matches_code() {
-        let sources = [include_str!("apply.rs"), include_str!("reconcile.rs")].concat();
+        let sources = [
+            include_str!("apply.rs"),
+            include_str!("reconcile.rs"),
+            include_str!("backends/s6rc.rs"),
+        ]
+        .concat();
         let mut in_code: Vec<&str> = sources
             .split("crash_point!(\"")
             .skip(1)

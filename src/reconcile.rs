@@ -50,6 +50,8 @@ pub struct Report {
     pub lines: Vec<Line>,
     pub unchanged: usize,
     pub notes: Vec<String>,
+    /// Shown even without `-v`: something was wrong and was repaired (corrupt database).
+    pub warnings: Vec<String>,
     /// Set when the run did nothing because a transaction or another reconciler runs.
     pub deferred: Option<String>,
     pub dry_run: bool,
@@ -140,7 +142,7 @@ pub fn reconcile(cfg: &Config, opts: &Options) -> Result<Report> {
     }
     let mut db = Db::open(state)?;
     if let Some(aside) = &db.moved_aside {
-        report.notes.push(format!(
+        report.warnings.push(format!(
             "the database was corrupt and was moved aside to {}; bases are re-learned from disk (reconcile --all)",
             aside.display()
         ));
@@ -202,6 +204,28 @@ fn recover(cfg: &Config, db: &mut Db, report: &mut Report) -> Result<()> {
                 Some(_) => {}
             }
         }
+        if backend.restarts_in_place() && p.action == Action::Update && entry.step < Step::Staged {
+            let changed = live_changed_since_planned(db, domain, p);
+            if !changed.is_empty() {
+                // Nothing was written yet and the admin changed live since the plan was
+                // made: rolling forward would overwrite that silently (invariant 4).
+                report.notes.push(format!(
+                    "interrupted update of {} given up: live {} changed since it was planned; planned again",
+                    p.name,
+                    changed.join(", ")
+                ));
+                let res = Exec {
+                    db,
+                    domain,
+                    backend: backend.as_ref(),
+                }
+                .abandon_update(p);
+                if let Err(e) = res {
+                    report.fail(&p.domain, &p.name, &e);
+                }
+                continue;
+            }
+        }
         let mut contents = Contents::new();
         let mut missing = None;
         for hash in apply::needed_hashes(p) {
@@ -245,6 +269,36 @@ fn recover(cfg: &Config, db: &mut Db, report: &mut Report) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Paths an interrupted update would write whose live entry is no longer the one the
+/// plan took it for: a plan only writes where live equals the base (nothing, when
+/// adopting), except on recorded conflicts, which `resolve --take-stock` overwrites on
+/// purpose. Empty when live cannot be read (the update then rolls forward as journaled).
+fn live_changed_since_planned(db: &Db, domain: &Domain, p: &ServicePlan) -> Vec<String> {
+    let Ok(base) = db.base(&p.domain, &p.name) else {
+        return Vec::new();
+    };
+    let Ok(Some(live)) = tree::read_live(&domain.live.host, &p.name) else {
+        return Vec::new();
+    };
+    let conflicts: BTreeSet<String> = db
+        .conflicts()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.domain == p.domain && c.service == p.name)
+        .map(|c| c.conflict.path)
+        .collect();
+    let base = base.unwrap_or_default();
+    let mut changed: Vec<String> = p
+        .ops
+        .iter()
+        .map(|op| op.path())
+        .filter(|path| !conflicts.contains(*path) && live.get(*path) != base.get(*path))
+        .map(String::from)
+        .collect();
+    changed.dedup();
+    changed
 }
 
 /// Records the outcome of an executed plan and reports it.
@@ -436,7 +490,7 @@ fn describe(plan: &ServicePlan, done: Option<&'static str>, dry: bool) -> (&'sta
         Action::Deferred => (
             "pending",
             format!(
-                "pending {n}: {}; restart = \"manual\" and it is up: restart it by hand, then reconcile",
+                "pending {n}: {}; restart = \"manual\" and it is up: stop it, reconcile, then start it",
                 plan.change_words()
             ),
         ),
@@ -462,7 +516,11 @@ fn targets(
                 &d.name,
                 &name,
                 "failed",
-                format!("failed {name}: stock {}: {why}", d.stock.inner.display()),
+                format!(
+                    "failed {}: stock {}: {why}",
+                    name.escape_debug(),
+                    d.stock.inner.display()
+                ),
                 None,
             );
         }

@@ -2,9 +2,11 @@
 //! supervisor (status, stop and wait, start, link into / unlink from the scan
 //! directory); it never decides anything and never writes service files.
 
+use crate::apply::Contents;
 use crate::config::{BackendKind, Domain};
 use crate::plan::{ServicePlan, State};
 use anyhow::{Result, bail};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,15 +50,46 @@ pub trait Backend {
         true
     }
     /// Once per reconcile, before the live tree of the domain is written, with every
-    /// plan that acts. Backends that compile (s6-rc) switch to the new state here; an
-    /// error leaves the system as it was and fails these plans.
+    /// plan that acts and the content it writes. Backends that compile (s6-rc) switch
+    /// to the new state here. A plan the backend leaves out is handed to `refuse` with
+    /// the cause before anything is switched (the core fails it, its live directory
+    /// untouched); an error leaves the system as it was and fails the other plans.
     fn commit_batch(
         &self,
-        _plans: &[&ServicePlan],
-        _stock: &dyn Fn(&str) -> Option<PathBuf>,
-    ) -> Result<()> {
-        Ok(())
+        _run: i64,
+        _plans: &[(&ServicePlan, &Contents)],
+        _refuse: &mut Refuse<'_>,
+    ) -> Result<Committed> {
+        Ok(Committed::default())
     }
+    /// At the start of every run, before journaled plans are finished: completes or
+    /// undoes a switch a crash interrupted, removes leftovers, and names the run whose
+    /// batch is current. Journaled plans of another run still at `Planned` were never
+    /// switched to: the core rolls them back (they are planned again).
+    fn recover_batch(&self) -> Result<Recovered> {
+        Ok(Recovered::default())
+    }
+}
+
+/// Receives a plan that [`Backend::commit_batch`] leaves out, with the cause.
+pub type Refuse<'a> = dyn FnMut(&ServicePlan, String) -> Result<()> + 'a;
+
+/// What [`Backend::commit_batch`] switched to.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Plans switched to whose service did not come back as it was: their live
+    /// directory is written (it is what runs now), then they fail with this cause.
+    pub troubled: BTreeMap<String, String>,
+    /// What the admin should know beyond the plans.
+    pub notes: Vec<String>,
+}
+
+/// What [`Backend::recover_batch`] found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The run whose batch the supervisor runs now, if one of svsettle's.
+    pub current_run: Option<i64>,
+    pub notes: Vec<String>,
 }
 
 pub fn for_domain(domain: &Domain) -> Box<dyn Backend> {

@@ -50,12 +50,17 @@ impl S6 {
         if !Self::supervised(&d) {
             return Ok(Run::Unsupervised);
         }
-        let out = run(&["s6-svstat", "-o", "up", &d])?;
+        // A service that is down but wanted up (it crashed; s6-supervise restarts it
+        // within a second) counts as up: it must be stopped before its files change.
+        let out = run(&["s6-svstat", "-o", "up,wantedup", &d])?;
         match (out.code, out.stdout.trim()) {
-            (0, "true") => Ok(Run::Up),
-            (0, "false") => Ok(Run::Down),
+            (0, "true true" | "true false" | "false true") => Ok(Run::Up),
+            (0, "false false") => Ok(Run::Down),
             (1, _) => Ok(Run::Unsupervised),
-            (code, s) => bail!("s6-svstat -o up {d} exited {code}: {s} {}", out.stderr),
+            (code, s) => bail!(
+                "s6-svstat -o up,wantedup {d} exited {code}: {s} {}",
+                out.stderr
+            ),
         }
     }
 
@@ -78,13 +83,11 @@ impl Backend for S6 {
         let t = Self::ms(self.stop_timeout);
         let out = run(&["s6-svc", "-d", "-wD", "-T", &t, &d])?;
         match out.code {
-            0 => Ok(()),
+            0 => {}
             99 => {
                 // The service ignored SIGTERM past stop-timeout: kill it, then give up.
                 let out = run(&["s6-svc", "-k", "-d", "-wD", "-T", "5000", &d])?;
-                if out.code == 0 {
-                    Ok(())
-                } else {
+                if out.code != 0 {
                     bail!(
                         "{} {name} did not stop within {} s, nor after SIGKILL ({})",
                         part.words(),
@@ -95,6 +98,21 @@ impl Backend for S6 {
             }
             code => bail!("s6-svc -d -wD {d} exited {code}: {}", out.stderr),
         }
+        // On a service that was already down (crashed), s6-svc can return before
+        // s6-supervise has read the command: wait until it no longer wants it up, so
+        // it is not restarted while its files change.
+        let settled = wait_until(self.stop_timeout, || {
+            run(&["s6-svstat", "-o", "up,wantedup", &d])
+                .is_ok_and(|o| o.code == 0 && o.stdout.trim() == "false false")
+        });
+        if !settled {
+            bail!(
+                "{} {name} still wanted up {} s after s6-svc -d",
+                part.words(),
+                self.stop_timeout.as_secs()
+            );
+        }
+        Ok(())
     }
 
     fn start(&self, name: &str, part: Part) -> Result<()> {
