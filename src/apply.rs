@@ -143,9 +143,7 @@ impl Exec<'_> {
         let stage = dir.join(STAGE);
         let parts = self.parts_to_restart(plan);
         if from < Step::Staged {
-            if !dir.is_dir() {
-                bail!("live directory {} disappeared", dir.display());
-            }
+            check_targets(&dir, plan)?;
             let stopped = self.stop_parts(&plan.name, &parts)?;
             crash_point!("update.after-stop");
             let staged = self
@@ -282,6 +280,57 @@ impl Exec<'_> {
     }
 }
 
+/// Refuses to write through anything but real directories: the service directory and
+/// every parent of a target must be directories (not symlinks), or be made by the plan
+/// in place of what it deletes. The plan saw them so; the admin may have changed live
+/// since it was read.
+fn check_targets(dir: &Path, plan: &ServicePlan) -> Result<()> {
+    match dir.symlink_metadata() {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!(
+            "live directory {} is no longer a directory (a symlink?); not following it",
+            dir.display()
+        ),
+        Err(_) => bail!("live directory {} disappeared", dir.display()),
+    }
+    let made: BTreeSet<&str> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Put {
+                path,
+                entry: Entry::Dir { .. },
+            } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    let deleted: BTreeSet<&str> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Delete { path } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    for op in &plan.ops {
+        let path = op.path();
+        for (i, _) in path.match_indices('/') {
+            let parent = &path[..i];
+            let p = dir.join(parent);
+            match p.symlink_metadata() {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) if made.contains(parent) && deleted.contains(parent) => {}
+                Err(_) if made.contains(parent) => {}
+                _ => bail!(
+                    "{} is not a directory (changed since it was read?); not writing through it",
+                    p.display()
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
 fn with_restart_errors(e: anyhow::Error, errors: Vec<anyhow::Error>) -> anyhow::Error {
     match errors.into_iter().next() {
         None => e,
@@ -349,9 +398,13 @@ fn content<'a>(contents: &'a Contents, hash: &str, path: &str) -> Result<&'a [u8
 }
 
 fn stage_files(stage: &Path, plan: &ServicePlan, contents: &Contents) -> Result<()> {
-    if stage.symlink_metadata().is_ok() {
-        fs::remove_dir_all(stage).with_context(|| format!("cannot clear {}", stage.display()))?;
+    // a leftover under the reserved name, whatever its type (never followed)
+    match stage.symlink_metadata() {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(stage),
+        Ok(_) => fs::remove_file(stage),
+        Err(_) => Ok(()),
     }
+    .with_context(|| format!("cannot clear {}", stage.display()))?;
     fs::create_dir(stage).with_context(|| format!("cannot create {}", stage.display()))?;
     let mut first = true;
     for (i, op) in plan.ops.iter().enumerate() {
@@ -361,10 +414,14 @@ fn stage_files(stage: &Path, plan: &ServicePlan, contents: &Contents) -> Result<
         let staged = stage.join(i.to_string());
         match entry {
             Entry::File { mode, hash, .. } => {
-                write_new_file(&staged, content(contents, hash, path)?, *mode)?
+                write_new_file(&staged, content(contents, hash, path)?, *mode)
+                    .with_context(|| format!("cannot stage {path}"))?
             }
-            Entry::Symlink { target } => std::os::unix::fs::symlink(target, &staged)
-                .with_context(|| format!("cannot create {}", staged.display()))?,
+            Entry::Symlink { target } => {
+                std::os::unix::fs::symlink(target, &staged).with_context(|| {
+                    format!("cannot stage {path}: cannot create {}", staged.display())
+                })?
+            }
             Entry::Dir { .. } => continue,
         }
         if first {
@@ -472,4 +529,32 @@ fn build_new(live: &Path, tmp: &Path, plan: &ServicePlan, contents: &Contents) -
         sync_dir(d)?;
     }
     sync_dir(live)
+}
+
+impl Exec<'_> {
+    /// Gives up an interrupted update that has written nothing yet (journaled step
+    /// before `staged`): removes its stage, starts again what it stopped and drops its
+    /// journal entry, so the service is planned afresh from disk.
+    pub fn abandon_update(&mut self, plan: &ServicePlan) -> Result<()> {
+        let stage = self.domain.live.host.join(&plan.name).join(STAGE);
+        if stage.symlink_metadata().is_ok() {
+            fs::remove_dir_all(&stage)
+                .with_context(|| format!("cannot remove {}", stage.display()))?;
+        }
+        let mut down = Vec::new();
+        for part in self.parts_to_restart(plan) {
+            if !self.part_up(&plan.name, part)? {
+                down.push(part);
+            }
+        }
+        let errors = self.start_parts(&plan.name, &down);
+        self.db.journal_drop(&plan.domain, &plan.name)?;
+        match errors.into_iter().next() {
+            Some(e) => Err(e.context(format!(
+                "{} was stopped for an update that was given up, and did not start again",
+                plan.name
+            ))),
+            None => Ok(()),
+        }
+    }
 }

@@ -33,7 +33,7 @@ impl Lock {
         match Flock::lock(file, arg) {
             Ok(mut lock) => {
                 let _ = lock.set_len(0);
-                let _ = write!(*lock, "{}\n", std::process::id());
+                let _ = writeln!(*lock, "{}", std::process::id());
                 Ok(Some(Lock { _lock: lock }))
             }
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),

@@ -153,7 +153,7 @@ impl ServicePlan {
 
     /// Paths the plan changes, directories left out when files name the change.
     pub fn changed_paths(&self) -> Vec<&str> {
-        let files: Vec<&str> = self
+        let mut files: Vec<&str> = self
             .ops
             .iter()
             .filter(|op| {
@@ -168,10 +168,12 @@ impl ServicePlan {
             .map(Op::path)
             .collect();
         if files.is_empty() {
-            self.ops.iter().map(Op::path).collect()
-        } else {
-            files
+            files = self.ops.iter().map(Op::path).collect();
         }
+        // a type change is a delete and a put of the same path: name it once
+        files.sort_unstable();
+        files.dedup();
+        files
     }
 
     /// Whether applying this plan touches the live tree or the supervisor.
@@ -331,6 +333,48 @@ fn merge(input: &Input, stock: &Tree, base: Option<&Tree>, live: &Tree) -> Servi
         let prefix = format!("{}/", d.path());
         !keeps.iter().any(|k| k.starts_with(&prefix))
     });
+    // A put goes through only if every ancestor is a real directory once the plan is
+    // carried out and no directory that stays is where a file goes: otherwise it would
+    // write through the admin's symlink (outside the tree) or fail half-way. Such a
+    // path is a conflict instead (puts are in path order: parents come first).
+    let mut after = live.clone();
+    for d in &deletes {
+        let prefix = format!("{}/", d.path());
+        after.retain(|k, _| k != d.path() && !k.starts_with(&prefix));
+    }
+    let mut feasible = Vec::new();
+    for op in puts {
+        let Op::Put { path, entry } = &op else {
+            continue;
+        };
+        let parents_ok = path
+            .match_indices('/')
+            .all(|(i, _)| matches!(after.get(&path[..i]), Some(Entry::Dir { .. })));
+        let dir_in_way = !matches!(entry, Entry::Dir { .. })
+            && matches!(after.get(path), Some(Entry::Dir { .. }));
+        let other_in_way = matches!(entry, Entry::Dir { .. })
+            && after
+                .get(path)
+                .is_some_and(|e| !matches!(e, Entry::Dir { .. }));
+        if parents_ok && !dir_in_way && !other_in_way {
+            after.insert(path.clone(), entry.clone());
+            feasible.push(op);
+            continue;
+        }
+        let (s, b, l) = (stock.get(path), b_tree.get(path), live.get(path));
+        conflicts.push(Conflict {
+            path: path.clone(),
+            stock: s.cloned(),
+            base: b.cloned(),
+            live: l.cloned(),
+        });
+        match b {
+            Some(b) => new_base.insert(path.clone(), b.clone()),
+            None => new_base.remove(path),
+        };
+    }
+    let puts = feasible;
+    conflicts.sort_by(|a, b| a.path.cmp(&b.path));
     // deepest first for deletes; parents before children for puts
     deletes.sort_by(|a, b| b.path().cmp(a.path()));
     let mut ops = deletes;
@@ -356,7 +400,7 @@ fn merge(input: &Input, stock: &Tree, base: Option<&Tree>, live: &Tree) -> Servi
         p.action = Action::Deferred;
         p.ops = ops;
         p.note = Some(
-            "restart = \"manual\" and the service is up: restart it by hand, then reconcile".into(),
+            "restart = \"manual\" and the service is up: stop it, reconcile, then start it".into(),
         );
         return p;
     }

@@ -253,7 +253,13 @@ impl Db {
                 if e.downcast_ref::<rusqlite::Error>()
                     .is_some_and(is_corruption) =>
             {
-                let aside = path.with_file_name(format!("state.db.corrupt-{}", now()));
+                let mut aside = path.with_file_name(format!("state.db.corrupt-{}", now()));
+                for n in 1.. {
+                    if aside.symlink_metadata().is_err() {
+                        break;
+                    }
+                    aside = path.with_file_name(format!("state.db.corrupt-{}.{n}", now()));
+                }
                 std::fs::rename(&path, &aside).with_context(|| {
                     format!(
                         "database {} is corrupt ({e:#}) and cannot be moved aside",
@@ -266,6 +272,17 @@ impl Db {
                         std::fs::rename(&side, PathBuf::from(format!("{}{ext}", aside.display())));
                 }
                 let mut db = Self::open_at(&path)?;
+                // recorded for `status`, whichever command found it
+                let _ = db.record_problem(
+                    "database",
+                    None,
+                    None,
+                    &format!(
+                        "{} was corrupt ({e:#}); moved aside to {}, a new one started (reconcile --all re-learns the bases)",
+                        path.display(),
+                        aside.display()
+                    ),
+                );
                 db.moved_aside = Some(aside);
                 Ok(db)
             }

@@ -123,17 +123,17 @@ pub fn reconcile(cfg: &Config, opts: &Options) -> Result<Report> {
             }
         }
     };
-    if opts.settle_gate {
-        if let Some(pm) = crate::settle::transaction_in_progress(&cfg.root) {
-            if !opts.wait {
-                report.deferred = Some(format!(
-                    "a package transaction is in progress: {pm}; reconcile after it (or use --wait)"
-                ));
-                return Ok(report);
-            }
-            while crate::settle::transaction_in_progress(&cfg.root).is_some() {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
+    if opts.settle_gate
+        && let Some(pm) = crate::settle::transaction_in_progress(&cfg.root)
+    {
+        if !opts.wait {
+            report.deferred = Some(format!(
+                "a package transaction is in progress: {pm}; reconcile after it (or use --wait)"
+            ));
+            return Ok(report);
+        }
+        while crate::settle::transaction_in_progress(&cfg.root).is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
     if opts.dry_run {

@@ -110,7 +110,10 @@ pub fn read_live(live_root: &Path, name: &str) -> Result<Option<Tree>> {
 
 /// Lists the service names directly under a tree (missing tree: none). Names that
 /// fail the checks are returned in the second list with the reason.
-pub fn list_services(root: &Path) -> Result<(Vec<String>, Vec<(String, String)>)> {
+/// Service names found under a tree, and refused names with the reason.
+pub type Listing = (Vec<String>, Vec<(String, String)>);
+
+pub fn list_services(root: &Path) -> Result<Listing> {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     let rd = match fs::read_dir(root) {
@@ -283,10 +286,8 @@ fn check_stock_link(tree_root: &Path, link_dir: &Path, target: &Path) -> Result<
         .to_path_buf();
     for c in target.components() {
         match c {
-            Component::ParentDir => {
-                if !at.pop() {
-                    bail!("points outside the stock tree {}", tree_root.display());
-                }
+            Component::ParentDir if !at.pop() => {
+                bail!("points outside the stock tree {}", tree_root.display());
             }
             Component::Normal(s) => at.push(s),
             _ => {}

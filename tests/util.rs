@@ -528,3 +528,147 @@ pub fn runit_pid(dir: &Path) -> Option<u32> {
         .parse()
         .ok()
 }
+
+/// The argument vector of a process (empty when it is gone).
+pub fn argv_of(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+impl Supervisor {
+    /// Descendants of the scanner running `program` with `arg` as first argument
+    /// (`s6-supervise foo`, `s6-supervise foo/log`, `runsv foo`).
+    pub fn count_running(&self, program: &str, arg: &str) -> usize {
+        descendants(self.pid())
+            .into_iter()
+            .filter(|&p| alive(p))
+            .map(argv_of)
+            .filter(|a| {
+                a.first()
+                    .is_some_and(|p| Path::new(p).file_name() == Some(program.as_ref()))
+                    && a.get(1).map(String::as_str) == Some(arg)
+            })
+            .count()
+    }
+}
+
+/// Every path below `dir` (host path) whose name starts with `prefix`.
+pub fn names_starting(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                out.push(p.clone());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+impl Root {
+    /// Runs svsettle with `--root` and arguments that may be any bytes (non-UTF-8
+    /// names), optionally behind a wrapper program (`setpriv …`, `timeout 60`), with
+    /// extra environment and stdin.
+    pub fn svsettle_raw(
+        &self,
+        wrap: &[&str],
+        args: &[std::ffi::OsString],
+        env: &[(&str, &str)],
+        stdin: Option<&[u8]>,
+    ) -> Out {
+        let (program, mut argv): (PathBuf, Vec<std::ffi::OsString>) = match wrap.split_first() {
+            Some((w, rest)) => {
+                let mut v: Vec<std::ffi::OsString> = rest.iter().map(|s| s.into()).collect();
+                v.push(bin().into());
+                (require(w), v)
+            }
+            None => (bin(), Vec::new()),
+        };
+        argv.push("--root".into());
+        argv.push(self.path.clone().into());
+        argv.extend(args.iter().cloned());
+        let mut cmd = Command::new(&program);
+        cmd.args(&argv)
+            .env_clear()
+            .env("PATH", test_path())
+            .env("LC_ALL", "C")
+            .env("TZ", "UTC");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        let writer = stdin.map(|data| {
+            let mut s = child.stdin.take().expect("stdin");
+            let data = data.to_vec();
+            // a thread, so a child that stops reading cannot deadlock the test
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = s.write_all(&data);
+            })
+        });
+        let out = child.wait_with_output().expect("wait");
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+        let mut shown = vec![program.display().to_string()];
+        shown.extend(argv.iter().map(|a| a.to_string_lossy().into_owned()));
+        Out {
+            argv: shown,
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            listing: self.listing(),
+        }
+    }
+
+    /// Runs one SQL statement on the state database with the sqlite3 program and
+    /// returns its output (rows one per line, columns separated by `|`).
+    pub fn sql(&self, state_dir: &str, query: &str) -> String {
+        let db = self.p(state_dir).join("state.db");
+        let out = Command::new(require("sqlite3"))
+            .arg(&db)
+            .arg(query)
+            .output()
+            .expect("run sqlite3");
+        assert!(
+            out.status.success(),
+            "sqlite3 {} {query:?}: {}",
+            db.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+}
