@@ -36,7 +36,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
         let res = hook(&cli, h.manager, &h.paths, &out);
         if let Err(e) = res {
             println!(
-                ":: svsettle: error: {e:#} (hints that were queued stay queued; see svsettle status)"
+                ":: svsettle: error: {} (hints that were queued stay queued; see svsettle status)",
+                one_line(&format!("{e:#}"))
             );
             if let Ok(cfg) = Config::load(&cli.root, cli.config.as_deref())
                 && let Ok(mut db) = Db::open(&cfg.state_dir.host)
@@ -108,6 +109,9 @@ pub fn print_report(r: &Report, out: &Out, prefix: &str) -> Result<()> {
             writeln!(w, "{prefix}note: {n}")?;
         }
     }
+    for n in &r.warnings {
+        writeln!(w, "{prefix}warning: {n}")?;
+    }
     if let Some(why) = &r.deferred {
         writeln!(w, "{prefix}deferred: {why}")?;
         return Ok(());
@@ -159,6 +163,12 @@ fn enqueue(
     }
     if !m.hints.is_empty() {
         let mut db = Db::open(&cfg.state_dir.host)?;
+        if let Some(aside) = &db.moved_aside {
+            eprintln!(
+                "svsettle: warning: the database was corrupt and was moved aside to {}; bases are re-learned from disk (svsettle reconcile --all)",
+                aside.display()
+            );
+        }
         let n = db.enqueue(&m.hints)?;
         if out.verbose {
             eprintln!(
@@ -174,8 +184,15 @@ fn enqueue(
     })
 }
 
+/// `svsettle hook pacman`: queue what the package manager passed, then reconcile the
+/// pending hints at once (the settle gate is off: pacman runs PostTransaction hooks
+/// after every package and scriptlet, and this hook's name sorts after the others),
+/// and print a short summary into the package manager's output. Never waits on
+/// pacman's `db.lck` (pacman holds it while hooks run) and never fails the
+/// transaction: a failure is printed, recorded for `svsettle status`, and the hints
+/// stay queued.
 fn hook(cli: &Cli, manager: HookManager, args: &[std::ffi::OsString], out: &Out) -> Result<()> {
-    let cfg = Config::load(&cli.root, cli.config.as_deref())?;
+    default_path();
     let (paths, source) = match manager {
         HookManager::Pacman => {
             let mut input = Vec::new();
@@ -189,30 +206,278 @@ fn hook(cli: &Cli, manager: HookManager, args: &[std::ffi::OsString], out: &Out)
     };
     let refs: Vec<&OsStr> = paths.iter().map(|p| p.as_os_str()).collect();
     let txn = format!("{source}-{}-{}", queue::now(), std::process::id());
-    let m = adapters::map_paths(&cfg, &refs, source, &txn);
+    let trigger = format!("hook {source}");
+    let cfg = match Config::load(&cli.root, cli.config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            hook_without_config(cli, &refs, source, &txn, &e);
+            return Ok(());
+        }
+    };
+    let mut m = adapters::map_paths(&cfg, &refs, source, &txn);
+    adapters::pacman::keep_service_hints(&mut m.hints);
     let mut db = Db::open(&cfg.state_dir.host)?;
+    if let Some(aside) = &db.moved_aside {
+        println!(
+            ":: svsettle: warning: the database was corrupt and was moved aside to {}; bases are re-learned from disk (svsettle reconcile --all)",
+            aside.display()
+        );
+    }
     for (p, why) in &m.refused {
         println!(":: svsettle: refused {p}: {why}");
-        let _ = db.record_problem(
-            &format!("hook {source}"),
-            None,
-            None,
-            &format!("refused {p}: {why}"),
+        let _ = db.record_problem(&trigger, None, None, &format!("refused {p}: {why}"));
+    }
+    if out.verbose {
+        println!(
+            ":: svsettle: note: package attribution {}",
+            adapters::pacman::attribution()
         );
+    }
+    if let Err(e) = adapters::pacman::attribute(&cfg, &db, &mut m.hints) {
+        println!(":: svsettle: note: changes are not attributed to packages: {e:#}");
     }
     db.enqueue(&m.hints)?;
     drop(db);
+    let queued: std::collections::BTreeSet<&str> =
+        m.hints.iter().map(|h| h.service.as_str()).collect();
     let opts = Options {
         selection: Selection::Pending,
         dry_run: false,
         wait: false,
         // the hook runs when the transaction is over by definition
         settle_gate: false,
-        trigger: format!("hook {source}"),
+        trigger: trigger.clone(),
     };
     let report = reconcile::reconcile(&cfg, &opts)?;
-    print_report(&report, out, ":: svsettle: ")?;
+    if out.json {
+        return print_report(&report, out, "");
+    }
+    if report.deferred.is_some() {
+        // Without the settle gate only another reconciler holding the lock defers.
+        let who = crate::lock::Lock::holder(&cfg.state_dir.host)
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        let what = if queued.is_empty() {
+            "nothing new was queued".to_string()
+        } else {
+            format!(
+                "{} stay{} queued",
+                queued.iter().copied().collect::<Vec<_>>().join(", "),
+                if queued.len() == 1 { "s" } else { "" }
+            )
+        };
+        println!(
+            ":: svsettle: another svsettle reconcile is running{who}; {what}: run svsettle reconcile --pending when it is done"
+        );
+        if let Ok(mut db) = Db::open(&cfg.state_dir.host) {
+            let _ = db.record_problem(
+                &trigger,
+                None,
+                None,
+                &format!("not reconciled: another svsettle reconcile was running{who}; {what}"),
+            );
+        }
+        return Ok(());
+    }
+    for w in &report.warnings {
+        println!(":: svsettle: warning: {w}");
+    }
+    // Hints for a domain whose supervisor programs are missing wait in the queue.
+    let mut waiting: std::collections::BTreeMap<&str, (&str, Vec<&str>)> = Default::default();
+    for h in &m.hints {
+        if let Some(why) = cfg.domain(&h.domain).and_then(|d| d.skipped.as_deref()) {
+            let e = waiting
+                .entry(h.domain.as_str())
+                .or_insert((why, Vec::new()));
+            if !e.1.contains(&h.service.as_str()) {
+                e.1.push(&h.service);
+            }
+        }
+    }
+    for (domain, (why, names)) in &waiting {
+        println!(
+            ":: svsettle: domain {domain} skipped ({why}): {} stay{} queued",
+            names.join(", "),
+            if names.len() == 1 { "s" } else { "" }
+        );
+    }
+    for line in hook_summary(&report) {
+        println!(":: svsettle: {line}");
+    }
     Ok(())
+}
+
+/// pacman hands hooks its own environment; run from a bare one (`env -i`, a timer)
+/// PATH is unset and no supervisor program would be found.
+fn default_path() {
+    if std::env::var_os("PATH").is_none_or(|p| p.is_empty()) {
+        // SAFETY: the process is still single-threaded here.
+        unsafe {
+            std::env::set_var(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+        };
+    }
+}
+
+/// The configuration is broken: reconcile nothing (its policies are unknown), but keep
+/// what the package manager passed, queued under the embedded default layout (an
+/// empty file merged over it), and record why for `svsettle status`.
+fn hook_without_config(cli: &Cli, refs: &[&OsStr], source: &str, txn: &str, err: &anyhow::Error) {
+    let err = one_line(&format!("{err:#}"));
+    println!(":: svsettle: error: {err}");
+    let queued = (|| -> Result<Vec<String>> {
+        let cfg = Config::load(&cli.root, Some(std::path::Path::new("/dev/null")))?;
+        let mut m = adapters::map_paths(&cfg, refs, source, txn);
+        adapters::pacman::keep_service_hints(&mut m.hints);
+        let mut db = Db::open(&cfg.state_dir.host)?;
+        db.enqueue(&m.hints)?;
+        let mut names: Vec<String> = m.hints.iter().map(|h| h.service.clone()).collect();
+        names.sort();
+        names.dedup();
+        db.record_problem(
+            &format!("hook {source}"),
+            None,
+            None,
+            &format!(
+                "not reconciled: {err}; queued: {}",
+                if names.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        )?;
+        Ok(names)
+    })();
+    match queued {
+        Ok(names) if names.is_empty() => println!(
+            ":: svsettle: nothing reconciled: fix the configuration, then run svsettle reconcile --pending"
+        ),
+        Ok(names) => println!(
+            ":: svsettle: nothing reconciled; {} stay{} queued: fix the configuration, then run svsettle reconcile --pending",
+            names.join(", "),
+            if names.len() == 1 { "s" } else { "" }
+        ),
+        Err(e) => println!(
+            ":: svsettle: nothing reconciled or queued ({e:#}): fix the configuration, then run svsettle reconcile --all"
+        ),
+    }
+}
+
+/// " [name version]": the package a service's queued hints name, else the one its
+/// history last recorded; "" when unknown (no `alpm` feature, manual hints).
+fn package_of(db: Option<&Db>, domain: &str, service: &str) -> String {
+    let Some(db) = db else {
+        return String::new();
+    };
+    let from_hints = db
+        .hint_packages(domain, service)
+        .ok()
+        .and_then(|p| p.into_iter().next());
+    let pkg = from_hints.or_else(|| {
+        db.history(50, Some(service))
+            .ok()?
+            .into_iter()
+            .rev()
+            .filter(|r| r.domain == domain)
+            .find_map(|r| r.package)
+    });
+    pkg.map(|p| format!(" [{p}]")).unwrap_or_default()
+}
+
+/// Splits "HEAD: REST" at the first ": " outside parentheses.
+fn split_outside_parens(text: &str) -> Option<(&str, &str)> {
+    let mut depth = 0usize;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ':' if depth == 0 && text[i + 1..].starts_with(' ') => {
+                return Some((&text[..i], &text[i + 2..]));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// An error message on one line of the package manager's output: TOML errors carry a
+/// source excerpt (`7 | bogus = 1`, `  | ^^^^^`) that is dropped, the rest joined.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with('|')
+                && !l
+                    .split_once(" |")
+                    .is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// The hook's lines for the package manager's output: one summary, sorted by what was
+/// done then by name (`restarted foo (run changed); 2 services unchanged`), then the
+/// full text of each failure and conflict (with its package when known).
+fn hook_summary(r: &Report) -> Vec<String> {
+    const ORDER: [&str; 10] = [
+        "restarted",
+        "updated",
+        "created",
+        "removed",
+        "kept",
+        "resolved",
+        "pending",
+        "excluded",
+        "conflict",
+        "failed",
+    ];
+    let rank = |k: &str| ORDER.iter().position(|x| *x == k).unwrap_or(ORDER.len());
+    let mut lines: Vec<&reconcile::Line> = r.lines.iter().collect();
+    lines.sort_by(|a, b| {
+        (rank(a.kind), &a.service, &a.text).cmp(&(rank(b.kind), &b.service, &b.text))
+    });
+    let mut items: Vec<String> = lines
+        .iter()
+        .map(|l| match l.kind {
+            "failed" | "conflict" => format!("{} {}", l.kind, l.service),
+            // "VERB NAME[ (HOW)]: WHY" -> "VERB NAME (HOW; WHY)"
+            _ => match split_outside_parens(&l.text) {
+                Some((head, why)) => match head.strip_suffix(')') {
+                    Some(h) => format!("{h}; {why})"),
+                    None => format!("{head} ({why})"),
+                },
+                None => l.text.clone(),
+            },
+        })
+        .collect();
+    if r.unchanged > 0 {
+        items.push(format!(
+            "{} service{} unchanged",
+            r.unchanged,
+            if r.unchanged == 1 { "" } else { "s" }
+        ));
+    }
+    let mut out = vec![if items.is_empty() {
+        "nothing to do".to_string()
+    } else {
+        items.join("; ")
+    }];
+    for l in lines
+        .iter()
+        .filter(|l| l.kind == "failed" || l.kind == "conflict")
+    {
+        let pkg = l
+            .package
+            .as_deref()
+            .map(|p| format!(" [{p}]"))
+            .unwrap_or_default();
+        out.push(format!("{}{pkg}", l.text));
+    }
+    out
 }
 
 /// "2026-12-07 06:40:01" (UTC) from Unix seconds.
@@ -310,7 +575,11 @@ fn status(cfg: &Config, out: &Out) -> Result<Exit> {
                 if p.service.is_empty() {
                     format!("{} (whole domain)", p.domain)
                 } else {
-                    p.service.clone()
+                    format!(
+                        "{}{}",
+                        p.service,
+                        package_of(db.as_ref(), &p.domain, &p.service)
+                    )
                 }
             })
             .collect();
@@ -327,8 +596,11 @@ fn status(cfg: &Config, out: &Out) -> Result<Exit> {
                 c.conflict.path.clone()
             };
             println!(
-                "  {}: {what} (live kept; svsettle diff {}, svsettle resolve {} --keep-live|--take-stock)",
-                c.service, c.service, c.service
+                "  {}{}: {what} (live kept; svsettle diff {}, svsettle resolve {} --keep-live|--take-stock)",
+                c.service,
+                package_of(db.as_ref(), &c.domain, &c.service),
+                c.service,
+                c.service
             );
         }
     }
@@ -353,7 +625,7 @@ fn status(cfg: &Config, out: &Out) -> Result<Exit> {
         println!("problems since the last clean reconcile:");
         for p in problems.iter().rev() {
             let who = match (&p.domain, &p.service) {
-                (Some(d), Some(s)) => format!("{d}/{s}: "),
+                (Some(d), Some(s)) => format!("{d}/{s}{}: ", package_of(db.as_ref(), d, s)),
                 _ => String::new(),
             };
             println!("  {} {}: {who}{}", fmt_time(p.time), p.source, p.message);
@@ -535,5 +807,75 @@ mod tests {
     fn time_format() {
         assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00");
         assert_eq!(super::fmt_time(1_796_625_601), "2026-12-07 06:40:01");
+    }
+
+    #[test]
+    fn hook_summary_is_sorted_and_short() {
+        use crate::reconcile::{Line, Report};
+        let line = |kind: &'static str, service: &str, text: &str, package: Option<&str>| Line {
+            domain: "s6".into(),
+            service: service.into(),
+            kind,
+            text: text.into(),
+            package: package.map(String::from),
+        };
+        let r = Report {
+            lines: vec![
+                line(
+                    "failed",
+                    "bad",
+                    "failed bad: stock symlink run points outside",
+                    Some("bad 1-1"),
+                ),
+                line("restarted", "zed", "restarted zed: run changed", None),
+                line(
+                    "updated",
+                    "down",
+                    "updated down (down, left down): finish changed",
+                    None,
+                ),
+                line(
+                    "restarted",
+                    "foo",
+                    "restarted foo/log: log/run changed",
+                    None,
+                ),
+                line("created", "new", "created new (enabled)", None),
+                line(
+                    "created",
+                    "off",
+                    "created off (not enabled: enable-new = false)",
+                    None,
+                ),
+            ],
+            unchanged: 2,
+            ..Report::default()
+        };
+        assert_eq!(
+            super::hook_summary(&r),
+            [
+                "restarted foo/log (log/run changed); restarted zed (run changed); \
+                 updated down (down, left down; finish changed); created new (enabled); \
+                 created off (not enabled: enable-new = false); failed bad; 2 services unchanged",
+                "failed bad: stock symlink run points outside [bad 1-1]",
+            ]
+        );
+        assert_eq!(
+            super::hook_summary(&Report {
+                unchanged: 1,
+                ..Report::default()
+            }),
+            ["1 service unchanged"]
+        );
+        assert_eq!(super::hook_summary(&Report::default()), ["nothing to do"]);
+    }
+
+    #[test]
+    fn errors_fit_on_one_line() {
+        let toml = "config /etc/svsettle.toml: TOML parse error at line 7, column 1\n  |\n7 | bogus = 1\n  | ^^^^^\nunknown field `bogus`, expected one of `enabled`";
+        assert_eq!(
+            super::one_line(toml),
+            "config /etc/svsettle.toml: TOML parse error at line 7, column 1: unknown field `bogus`, expected one of `enabled`"
+        );
     }
 }

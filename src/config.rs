@@ -211,7 +211,11 @@ impl Config {
             }
             None => RawConfig::default(),
         };
-        Self::resolve(root, default, user, source)
+        let shown = source.clone();
+        Self::resolve(root, default, user, source).map_err(|e| match &file {
+            Some(_) => e.context(format!("config {shown}")),
+            None => e,
+        })
     }
 
     fn resolve(root: &Path, default: RawConfig, user: RawConfig, source: String) -> Result<Config> {

@@ -11,6 +11,8 @@ mod failpoints;
 mod lock;
 mod names;
 mod plan;
+#[cfg(test)]
+mod plan_props;
 mod queue;
 mod reconcile;
 mod settle;

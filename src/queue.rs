@@ -744,8 +744,16 @@ impl Db {
         Ok(rows)
     }
 
+    /// After a clean run: forget service failures (they were retried and succeeded);
+    /// refused input (no service) stays visible for a week.
     pub fn clear_problems(&mut self) -> Result<()> {
-        self.write(|tx| tx.execute("DELETE FROM problem", []))?;
+        let week_ago = now() - 7 * 86_400;
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM problem WHERE service IS NOT NULL OR time < ?1",
+                params![week_ago],
+            )
+        })?;
         Ok(())
     }
 

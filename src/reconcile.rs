@@ -831,6 +831,24 @@ fn run_plans(
         let Some(db) = db.as_mut() else { continue };
         apply_domain(cfg, domain, backend.as_ref(), db, run, plans, &mut report)?;
         if let Some(max) = domain_hint {
+            // A service that failed during a whole-domain walk keeps a hint of its own,
+            // so the next `--pending` retries it.
+            let retry: Vec<crate::queue::NewHint> = report
+                .lines
+                .iter()
+                .filter(|l| l.kind == "failed" && l.domain == dname && !l.service.is_empty())
+                .map(|l| crate::queue::NewHint {
+                    domain: dname.clone(),
+                    service: l.service.clone(),
+                    path: domain.stock.inner.join(&l.service).display().to_string(),
+                    source: "retry".into(),
+                    txn: format!("run-{run}"),
+                    package: None,
+                })
+                .collect();
+            if !retry.is_empty() {
+                db.enqueue(&retry)?;
+            }
             db.clear_domain_hints(&dname, max)?;
         }
     }

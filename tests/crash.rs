@@ -415,6 +415,11 @@ fn s6_crash_matrix() {
     matrix(Flavor::S6);
 }
 
+#[test]
+fn runit_crash_matrix() {
+    matrix(Flavor::Runit);
+}
+
 /// The list is the code's: every name it prints is one `FAILPOINTS` accepts.
 #[test]
 fn failpoint_list_is_complete() {

@@ -23,6 +23,7 @@ pub const LIMIT: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     S6,
+    Runit,
 }
 
 impl Flavor {
@@ -30,6 +31,7 @@ impl Flavor {
     pub fn domain(self) -> &'static str {
         match self {
             Flavor::S6 => "s6",
+            Flavor::Runit => "runit",
         }
     }
 
@@ -37,6 +39,7 @@ impl Flavor {
     pub fn stock(self) -> &'static str {
         match self {
             Flavor::S6 => "/usr/share/s6/sv",
+            Flavor::Runit => "/usr/share/runit/sv",
         }
     }
 
@@ -44,6 +47,7 @@ impl Flavor {
     pub fn live(self) -> &'static str {
         match self {
             Flavor::S6 => "/etc/s6/sv",
+            Flavor::Runit => "/etc/sv",
         }
     }
 
@@ -51,6 +55,7 @@ impl Flavor {
     pub fn scan(self) -> &'static str {
         match self {
             Flavor::S6 => "/run/service",
+            Flavor::Runit => "/etc/service",
         }
     }
 
@@ -58,6 +63,7 @@ impl Flavor {
     pub fn start(self, root: &Root) -> Supervisor {
         match self {
             Flavor::S6 => start_s6_svscan(root, self.scan()),
+            Flavor::Runit => start_runsvdir(root, self.scan()),
         }
     }
 
@@ -66,6 +72,7 @@ impl Flavor {
         let dir = root.p(&format!("{}/{svc}", self.live()));
         match self {
             Flavor::S6 => s6_pid(&dir),
+            Flavor::Runit => runit_pid(&dir),
         }
     }
 
@@ -78,6 +85,10 @@ impl Flavor {
                 .arg(&dir)
                 .output()
                 .is_ok_and(|o| o.status.success() && o.stdout.trim_ascii() == b"false"),
+            // runsv writes "down" alone once nothing runs (not "down, want up", not "finish")
+            Flavor::Runit => {
+                fs::read_to_string(dir.join("supervise/stat")).is_ok_and(|s| s.trim() == "down")
+            }
         }
     }
 
@@ -93,6 +104,21 @@ impl Flavor {
                     .expect("run s6-svc");
                 assert!(st.success(), "s6-svc -d -wD {} failed: {st}", dir.display());
             }
+            Flavor::Runit => {
+                let out = Command::new(require("sv"))
+                    .args(["-w", "20", "down"])
+                    .arg(&dir)
+                    .output()
+                    .expect("run sv");
+                assert!(
+                    out.status.success(),
+                    "sv -w 20 down {} failed: {}: {}{}",
+                    dir.display(),
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
         }
     }
 
@@ -100,6 +126,7 @@ impl Flavor {
     pub fn supervisors(self, sup: &Supervisor, name: &str) -> usize {
         match self {
             Flavor::S6 => sup.count_running("s6-supervise", name),
+            Flavor::Runit => sup.count_running("runsv", name),
         }
     }
 }
@@ -875,6 +902,120 @@ pub fn diff_and_history(f: Flavor) {
     assert_eq!(rows[0]["domain"], f.domain());
 }
 
+/// The pipe a process has on `fd` (`pipe:[INODE]`), if it is one.
+fn pipe_on(pid: u32, fd: u32) -> Option<String> {
+    fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .ok()
+        .map(|t| t.display().to_string())
+        .filter(|t| t.starts_with("pipe:"))
+}
+
+/// Waits until the service's stdout is the pipe its logger reads.
+#[track_caller]
+fn wait_piped(sys: &Sys, name: &str) -> (u32, u32) {
+    let mut pids = (0, 0);
+    wait_for(
+        &format!("{name} to write into the pipe its logger reads"),
+        LIMIT,
+        || {
+            let (Some(main), Some(log)) = (sys.pid(name), sys.pid(&format!("{name}/log"))) else {
+                return false;
+            };
+            pids = (main, log);
+            pipe_on(main, 1).is_some_and(|p| pipe_on(log, 0) == Some(p))
+        },
+    );
+    pids
+}
+
+/// A logger added to a running service: the logger runs and reads the service's
+/// output, so the service restarted once, under one supervisor.
+pub fn logger_added_to_running_service(f: Flavor) {
+    let sys = Sys::new(f, "");
+    let before = sys.start_services(&["foo", "bar"], false);
+    sys.stock_log("foo", "v1");
+    sys.enqueue(&[&sys.stock_path("foo/log/run")]);
+    let out = sys.svsettle(&["reconcile", "--pending"]);
+    out.ok();
+    assert_eq!(
+        action_lines(&out),
+        ["restarted foo: log/run changed"],
+        "{}",
+        out.stdout
+    );
+    let (pid, log_pid) = wait_piped(&sys, "foo");
+    assert_ne!(pid, before["foo"]);
+    assert!(!alive(before["foo"]), "old foo process still runs");
+    assert_eq!(
+        sys.wait_starts("foo", 2).last().map(|s| s.pid),
+        Some(pid),
+        "foo must have restarted exactly once"
+    );
+    assert_eq!(sys.starts("foo").len(), 2);
+    assert_eq!(
+        sys.wait_starts("foo.log", 1).last().map(|s| s.pid),
+        Some(log_pid)
+    );
+    assert_eq!(sys.pid("bar"), Some(before["bar"]), "bar must keep its pid");
+    assert_eq!(f.supervisors(&sys.sup, "foo"), 1, "supervisors of foo");
+    sys.assert_quiet_status();
+    let again = sys.svsettle(&["reconcile", "--all"]);
+    again.ok().has_line("unchanged: 2 services left untouched");
+    assert_eq!(
+        sys.pids(&["foo", "foo/log"]),
+        [
+            ("foo".to_string(), Some(pid)),
+            ("foo/log".to_string(), Some(log_pid))
+        ]
+        .into()
+    );
+}
+
+/// A logger removed from a running service: the logger stops, the service restarts
+/// once (it no longer writes into a pipe), its live `log/` is gone.
+pub fn logger_removed_from_running_service(f: Flavor) {
+    let sys = Sys::new(f, "");
+    let before = sys.start_services(&["foo", "bar"], true);
+    fs::remove_dir_all(sys.root.p(&sys.stock_path("foo/log"))).expect("remove stock log");
+    sys.enqueue(&[&sys.stock_path("foo/log")]);
+    let out = sys.svsettle(&["reconcile", "--pending"]);
+    out.ok();
+    assert_eq!(
+        action_lines(&out),
+        ["restarted foo: log/run changed"],
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !sys.root.exists(&sys.live_path("foo/log")),
+        "live foo/log must be gone"
+    );
+    let pid = sys.wait_new_pid("foo", before["foo"]);
+    wait_for("the old logger of foo to end", LIMIT, || {
+        !alive(before["foo/log"])
+    });
+    assert_eq!(sys.wait_starts("foo", 2).last().map(|s| s.pid), Some(pid));
+    assert_eq!(
+        sys.starts("foo").len(),
+        2,
+        "foo must have restarted exactly once"
+    );
+    assert_eq!(
+        sys.starts("foo.log").len(),
+        1,
+        "the logger must not start again"
+    );
+    assert_eq!(pipe_on(pid, 1), None, "foo still writes into a pipe");
+    for svc in ["bar", "bar/log"] {
+        assert_eq!(sys.pid(svc), Some(before[svc]), "{svc} must keep its pid");
+    }
+    assert_eq!(f.supervisors(&sys.sup, "foo"), 1, "supervisors of foo");
+    sys.assert_quiet_status();
+    let again = sys.svsettle(&["reconcile", "--all"]);
+    again.ok().has_line("unchanged: 2 services left untouched");
+    assert_eq!(sys.pid("foo"), Some(pid));
+}
+
 /// One `#[test]` per scenario for a flavor: `flavor_tests!(MODULE, Flavor::X);`.
 macro_rules! flavor_tests {
     ($module:ident, $flavor:expr) => {
@@ -921,8 +1062,17 @@ macro_rules! flavor_tests {
             fn diff_and_history() {
                 super::diff_and_history($flavor)
             }
+            #[test]
+            fn logger_added_to_running_service() {
+                super::logger_added_to_running_service($flavor)
+            }
+            #[test]
+            fn logger_removed_from_running_service() {
+                super::logger_removed_from_running_service($flavor)
+            }
         }
     };
 }
 
 flavor_tests!(s6, Flavor::S6);
+flavor_tests!(runit, Flavor::Runit);

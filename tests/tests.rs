@@ -5,12 +5,14 @@
 //! - `scenarios`: behaviour shared by the s6 and runit backends, one table run per backend.
 //! - `s6`, `runit`, `s6rc`: backend-specific behaviour.
 //! - `crash`: kill -9 at every crash point, then a fresh reconcile.
+//! - `mixed`: s6 and runit domains on one machine, settled by one reconcile.
 //! - `pacman`: real pacman transactions running the shipped hook.
 //! - `reliability`: hostile input, concurrency, full disk, supervisor faults.
 
 mod util;
 
 mod crash;
+mod mixed;
 mod pacman;
 mod reliability;
 mod runit;

@@ -2,6 +2,8 @@
 //! directories as argv, nothing at all) into hints. They know nothing of
 //! supervisors; the reconciler does the rest.
 
+#[cfg(feature = "alpm")]
+pub mod alpm;
 pub mod pacman;
 
 use crate::config::Config;
