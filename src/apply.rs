@@ -167,8 +167,22 @@ impl Exec<'_> {
             crash_point!("update.after-write");
         }
         if from < Step::Started {
+            if parts.contains(&Part::Main) && logger_toggled(plan) {
+                // A supervisor sets up a logger (and the pipe to it) only when it
+                // starts: a logger added or removed needs a new supervisor.
+                if self.backend.is_linked(&plan.name) {
+                    self.backend.unlink(&plan.name)?;
+                }
+                self.backend.link(&plan.name).with_context(|| {
+                    format!("updated {}, but cannot supervise it again", plan.name)
+                })?;
+            }
             let mut to_start = Vec::new();
             for &part in &parts {
+                // a removed logger has nothing left to start
+                if part == Part::Log && !dir.join("log").is_dir() {
+                    continue;
+                }
                 if !self.part_up(&plan.name, part)? {
                     to_start.push(part);
                 }
@@ -278,6 +292,18 @@ impl Exec<'_> {
         }
         Ok(Done { verb: "removed" })
     }
+}
+
+/// Whether an update adds or removes the service's logger (`log/`).
+fn logger_toggled(plan: &ServicePlan) -> bool {
+    plan.ops.iter().any(|op| match op {
+        Op::Delete { path } => path == "log",
+        Op::Put {
+            path,
+            entry: Entry::Dir { .. },
+        } => path == "log" && plan.state.log == Run::Unsupervised,
+        Op::Put { .. } => false,
+    })
 }
 
 /// Refuses to write through anything but real directories: the service directory and

@@ -7,7 +7,7 @@
 //! keyed on `user_version`; a newer schema is refused, a corrupt file moved aside.
 
 use crate::plan::{Conflict, ServicePlan};
-use crate::tree::Tree;
+use crate::tree::{Snapshot, Tree};
 use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -461,6 +461,53 @@ impl Db {
         Ok(rows)
     }
 
+    /// The newest package named by the hints of each service of a domain, in one query
+    /// (what [`Db::hint_packages`] returns first, for every service at once).
+    pub fn newest_hint_packages(
+        &self,
+        domain: &str,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT service, package FROM hint WHERE domain = ?1 AND package IS NOT NULL ORDER BY id DESC")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![domain], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(String, String)>>>())
+            .map_err(|e| self.err(e))?;
+        let mut out = std::collections::HashMap::new();
+        for (service, package) in rows {
+            out.entry(service).or_insert(package);
+        }
+        Ok(out)
+    }
+
+    /// The recorded bases of `services` as stored (JSON of [`Tree`]), in one query;
+    /// [`Db::parse_base`] reads one.
+    pub fn base_texts(
+        &self,
+        domain: &str,
+        services: &[&str],
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let names = serde_json::to_string(services)?;
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT service, tree FROM base WHERE domain = ?1 AND service IN (SELECT value FROM json_each(?2))",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![domain, names], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(String, String)>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows.into_iter().collect())
+    }
+
+    pub fn parse_base(domain: &str, service: &str, text: &str) -> Result<Tree> {
+        serde_json::from_str(text)
+            .with_context(|| format!("database: base of {domain}/{service} is unreadable"))
+    }
+
     pub fn base(&self, domain: &str, service: &str) -> Result<Option<Tree>> {
         let text: Option<String> = self
             .conn
@@ -470,11 +517,8 @@ impl Db {
                     .optional()
             })
             .map_err(|e| self.err(e))?;
-        text.map(|t| {
-            serde_json::from_str(&t)
-                .with_context(|| format!("database: base of {domain}/{service} is unreadable"))
-        })
-        .transpose()
+        text.map(|t| Self::parse_base(domain, service, &t))
+            .transpose()
     }
 
     pub fn base_services(&self, domain: &str) -> Result<Vec<String>> {
@@ -605,9 +649,14 @@ impl Db {
                 let p = o.plan;
                 if o.ok {
                     match base_json {
+                        // an unchanged base is not written again (a no-op run of many
+                        // services would otherwise rewrite every one)
                         Some(json) => tx
                             .prepare_cached(
-                                "INSERT OR REPLACE INTO base (domain, service, tree, package, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+                                "INSERT INTO base (domain, service, tree, package, time) VALUES (?1, ?2, ?3, ?4, ?5)
+                                 ON CONFLICT (domain, service) DO UPDATE SET tree = excluded.tree,
+                                 package = excluded.package, time = excluded.time
+                                 WHERE tree IS NOT excluded.tree OR package IS NOT excluded.package",
                             )?
                             .execute(params![p.domain, p.name, json, o.package, t])?,
                         None => tx
@@ -825,6 +874,88 @@ impl Db {
             .map_err(|e| self.err(e))?;
         rows.reverse();
         Ok(rows)
+    }
+}
+
+/// The stat cache (`cache.db` beside the state database): per stock service, the
+/// [`Snapshot`] of its last read, so that a reconcile re-reads and re-hashes only
+/// what changed. Advisory only: WAL with `synchronous=NORMAL` (a power loss may lose
+/// recent rows, never make one wrong), every error means "not cached", and a file
+/// that cannot be opened is started again.
+pub struct StatCache {
+    conn: Connection,
+}
+
+impl StatCache {
+    pub fn path_in(state_dir: &Path) -> PathBuf {
+        state_dir.join("cache.db")
+    }
+
+    /// Opens (creating) the cache; `None` when it cannot be used.
+    pub fn open(state_dir: &Path) -> Option<StatCache> {
+        let path = Self::path_in(state_dir);
+        let open = || -> rusqlite::Result<StatCache> {
+            let conn = Connection::open(&path)?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            // only the reconciler (holding the lock) opens it: no shared-memory index,
+            // no lock per statement, pages read through a memory map
+            conn.query_row("PRAGMA locking_mode = EXCLUSIVE", [], |_| Ok(()))?;
+            conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.query_row("PRAGMA mmap_size = 268435456", [], |_| Ok(()))?;
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS stat (
+                    domain TEXT NOT NULL,
+                    service TEXT NOT NULL,
+                    data BLOB NOT NULL,
+                    UNIQUE (domain, service)
+                ) STRICT;",
+            )?;
+            Ok(StatCache { conn })
+        };
+        open().ok().or_else(|| {
+            for ext in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+            }
+            open().ok()
+        })
+    }
+
+    pub fn get(&self, domain: &str, service: &str) -> Option<Snapshot> {
+        let data: Vec<u8> = self
+            .conn
+            .prepare_cached("SELECT data FROM stat WHERE domain = ?1 AND service = ?2")
+            .and_then(|mut st| st.query_row(params![domain, service], |r| r.get(0)))
+            .ok()?;
+        Snapshot::decode(&data)
+    }
+
+    /// Stores snapshots (`None`: forget the service), in one transaction.
+    pub fn put(&mut self, domain: &str, rows: &[(&str, Option<&Snapshot>)]) {
+        if rows.is_empty() {
+            return;
+        }
+        let res = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            {
+                let mut put = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO stat (domain, service, data) VALUES (?1, ?2, ?3)",
+                )?;
+                let mut del =
+                    tx.prepare_cached("DELETE FROM stat WHERE domain = ?1 AND service = ?2")?;
+                for (service, snap) in rows {
+                    match snap {
+                        Some(s) => put.execute(params![domain, service, s.encode()])?,
+                        None => del.execute(params![domain, service])?,
+                    };
+                }
+            }
+            tx.commit()
+        })();
+        if res.is_err() {
+            // a cache that cannot be written is dropped; the next run reads everything
+            let _ = self.conn.execute("DELETE FROM stat", []);
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use crate::config::{Config, Domain};
 use crate::crash_point;
 use crate::lock::Lock;
 use crate::plan::{self, Action, Input, PlanPolicy, ServicePlan, State};
-use crate::queue::{Db, Outcome, Step};
+use crate::queue::{Db, Outcome, StatCache, Step};
 use crate::tree::{self, Stock};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -663,11 +663,79 @@ fn plan_service(
     max_size: u64,
     settle: Settle,
 ) -> Result<(ServicePlan, Option<Stock>)> {
-    let stock = tree::read_stock(&domain.stock.host, name, max_size)?;
-    let mut base = db
-        .map(|db| db.base(&domain.name, name))
-        .transpose()?
-        .flatten();
+    plan_service_cached(domain, backend, db, name, max_size, settle, None)
+}
+
+/// What the planning of one domain's targets shares: the stat cache and the new
+/// snapshots to store in it, and the recorded bases read ahead in one query.
+struct DomainCache<'a> {
+    cache: Option<&'a StatCache>,
+    updates: Vec<(String, Option<tree::Snapshot>)>,
+    /// Base JSON by service, for every target (absent: no base).
+    bases: Option<std::collections::HashMap<String, String>>,
+}
+
+/// [`plan_service`], reading stock through the stat cache when there is one.
+fn plan_service_cached(
+    domain: &Domain,
+    backend: &dyn Backend,
+    db: Option<&Db>,
+    name: &str,
+    max_size: u64,
+    settle: Settle,
+    cache: Option<&mut DomainCache>,
+) -> Result<(ServicePlan, Option<Stock>)> {
+    let (stat_cache, mut bases) = match cache {
+        Some(c) => (c.cache.map(|sc| (sc, &mut c.updates)), c.bases.as_mut()),
+        None => (None, None),
+    };
+    let stock = match stat_cache {
+        None => tree::read_stock(&domain.stock.host, name, max_size)?,
+        Some((sc, updates)) => {
+            let old = sc.get(&domain.name, name);
+            match tree::read_stock_cached(&domain.stock.host, name, max_size, old.as_ref())? {
+                Some((stock, snap)) => {
+                    if snap.supersedes(old.as_ref()) {
+                        updates.push((name.to_string(), Some(snap)));
+                    }
+                    Some(stock)
+                }
+                None => {
+                    if old.is_some() {
+                        updates.push((name.to_string(), None));
+                    }
+                    None
+                }
+            }
+        }
+    };
+    let mut base = match bases.as_mut() {
+        // read ahead: a base stored exactly as stock serializes is stock's tree
+        Some(texts) => match texts.remove(name) {
+            None => None,
+            Some(text) => match &stock {
+                Some(s) if serde_json::to_string(&s.tree).is_ok_and(|j| j == text) => {
+                    Some(s.tree.clone())
+                }
+                _ => Some(Db::parse_base(&domain.name, name, &text)?),
+            },
+        },
+        None => db
+            .map(|db| db.base(&domain.name, name))
+            .transpose()?
+            .flatten(),
+    };
+    if settle == Settle::AsIs
+        && let (Some(s), Some(b)) = (&stock, &base)
+        && s.tree == *b
+        && tree::live_exists(&domain.live.host, name)?
+    {
+        // Stock is what was applied last: every live path keeps what it has, whatever
+        // the admin did there, so live is not read. Planning against a live equal to
+        // the base gives that same plan (nothing to do).
+        let live = base.clone();
+        return plan_service_from(domain, backend, name, stock, base, live);
+    }
     let mut live = tree::read_live(&domain.live.host, name)?;
     if settle != Settle::AsIs {
         let (first, _) = plan_service_from(
@@ -757,6 +825,11 @@ fn run_plans(
         (Some(db), false) => db.start_run(&opts.trigger)?,
         _ => 0,
     };
+    // a dry run writes nothing, not even the cache
+    let mut stat_cache = match opts.dry_run {
+        false => StatCache::open(&cfg.state_dir.host),
+        true => None,
+    };
     for (dname, targets) in chosen {
         let Some(domain) = cfg.domain(&dname) else {
             continue;
@@ -764,6 +837,19 @@ fn run_plans(
         let backend = backends::for_domain(domain);
         let mut plans: Vec<(ServicePlan, Option<Stock>, i64)> = Vec::new();
         let mut domain_hint = None;
+        let names: Vec<&str> = targets
+            .iter()
+            .filter(|t| !t.name.is_empty())
+            .map(|t| t.name.as_str())
+            .collect();
+        let mut dcache = Some(DomainCache {
+            cache: stat_cache.as_ref(),
+            updates: Vec::new(),
+            bases: db
+                .as_ref()
+                .map(|db| db.base_texts(&dname, &names))
+                .transpose()?,
+        });
         for t in targets {
             if t.name.is_empty() {
                 domain_hint = Some(t.max_hint);
@@ -779,13 +865,14 @@ fn run_plans(
                 );
                 continue;
             }
-            match plan_service(
+            match plan_service_cached(
                 domain,
                 backend.as_ref(),
                 db.as_ref(),
                 &t.name,
                 cfg.max_file_size,
                 Settle::AsIs,
+                dcache.as_mut(),
             ) {
                 Ok((p, stock)) => plans.push((p, stock, t.max_hint)),
                 Err(e) => {
@@ -807,6 +894,15 @@ fn run_plans(
                     });
                 }
             }
+        }
+        if let Some(updates) = dcache.map(|c| c.updates).filter(|u| !u.is_empty())
+            && let Some(cache) = stat_cache.as_mut()
+        {
+            let rows: Vec<(&str, Option<&tree::Snapshot>)> = updates
+                .iter()
+                .map(|(name, snap)| (name.as_str(), snap.as_ref()))
+                .collect();
+            cache.put(&dname, &rows);
         }
         if opts.dry_run {
             for (p, _, _) in &plans {
@@ -864,7 +960,7 @@ fn run_plans(
 
 /// Journals, applies and records every plan of one domain.
 fn apply_domain(
-    _cfg: &Config,
+    cfg: &Config,
     domain: &Domain,
     backend: &dyn Backend,
     db: &mut Db,
@@ -890,9 +986,10 @@ fn apply_domain(
         .collect();
     let mut texts = Vec::with_capacity(quiet.len());
     let mut blobs = Vec::new();
+    let packages = db.newest_hint_packages(&domain.name)?;
     for (p, _) in &quiet {
         let (kind, text) = describe(p, None, false);
-        let package = db.hint_packages(&p.domain, &p.name)?.into_iter().next();
+        let package = packages.get(&p.name).cloned();
         blobs.extend(conflict_blobs(domain, p));
         let known = p.action == Action::Conflict
             && p.conflicts.len() == recorded.iter().filter(|(s, _)| *s == p.name).count()
@@ -940,6 +1037,7 @@ fn apply_domain(
                 }
             }
         }
+        fill_contents(cfg, domain, db, p, &mut c)?;
         contents_of.push(c);
     }
     {
@@ -1017,6 +1115,41 @@ fn apply_domain(
             res = Err(anyhow::anyhow!("{cause}"));
         }
         finish(db, report, run, p, *max_hint, res, &[])?;
+    }
+    Ok(())
+}
+
+/// Content a plan writes that the stock read did not load (the stat cache answered for
+/// the file): read again from stock if it still has that hash, else taken from the
+/// database. Whatever is still missing fails the service before anything is touched.
+fn fill_contents(
+    cfg: &Config,
+    domain: &Domain,
+    db: &Db,
+    p: &ServicePlan,
+    c: &mut Contents,
+) -> Result<()> {
+    for op in &p.ops {
+        let plan::Op::Put {
+            path,
+            entry: tree::Entry::File { hash, .. },
+        } = op
+        else {
+            continue;
+        };
+        if c.contains_key(hash) {
+            continue;
+        }
+        let data = tree::read_stock_file(&domain.stock.host, &p.name, path, cfg.max_file_size)
+            .ok()
+            .filter(|d| tree::hash_bytes(d) == *hash);
+        let data = match data {
+            Some(d) => Some(d),
+            None => db.blob(hash)?,
+        };
+        if let Some(d) = data {
+            c.insert(hash.clone(), d);
+        }
     }
     Ok(())
 }

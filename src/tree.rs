@@ -16,6 +16,7 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 /// Deepest nesting accepted inside a service directory.
 const MAX_DEPTH: usize = 16;
@@ -81,31 +82,319 @@ enum Side<'a> {
 
 /// Reads `STOCKTREE/NAME`. `Ok(None)` when it does not exist.
 pub fn read_stock(stock_root: &Path, name: &str, max_file_size: u64) -> Result<Option<Stock>> {
+    Ok(read_stock_cached(stock_root, name, max_file_size, None)?.map(|(stock, _)| stock))
+}
+
+/// [`read_stock`] through a stat cache: `cached` is the snapshot the previous read of
+/// this service returned. An entry whose `lstat` matches it (device, inode, type,
+/// mode, size, mtime and ctime) and was already [`TRUST_AGE`] old then is taken from it
+/// without being read or hashed again, and such a directory keeps its listing;
+/// everything else is read from disk. Files taken from the cache have no content in
+/// [`Stock::contents`] ([`read_stock_file`] reads it when it is needed). Returns the
+/// snapshot of this read for the next one.
+pub fn read_stock_cached(
+    stock_root: &Path,
+    name: &str,
+    max_file_size: u64,
+    cached: Option<&Snapshot>,
+) -> Result<Option<(Stock, Snapshot)>> {
     names::check_service_name(name)?;
     let dir = stock_root.join(name);
-    if !top_dir(&dir, "stock")? {
+    let Some(meta) = top_dir(&dir, "stock")? else {
         return Ok(None);
-    }
+    };
     let mut stock = Stock::default();
     let mut side = Side::Stock {
         tree_root: stock_root,
         max_file_size,
         contents: &mut stock.contents,
     };
-    walk(&dir, "", 0, &mut stock.tree, &mut side)?;
-    Ok(Some(stock))
+    let mut cache = Cache::new(cached);
+    cache.record("", &meta, &Entry::Dir { mode: 0 });
+    walk(
+        &dir,
+        "",
+        0,
+        &meta,
+        &mut stock.tree,
+        &mut side,
+        Some(&mut cache),
+    )?;
+    Ok(Some((stock, cache.new)))
+}
+
+/// The content of one stock file, read again (a file the stat cache answered for).
+pub fn read_stock_file(
+    stock_root: &Path,
+    name: &str,
+    rel: &str,
+    max_file_size: u64,
+) -> Result<Vec<u8>> {
+    names::check_service_name(name)?;
+    let mut path = stock_root.join(name);
+    for seg in rel.split('/') {
+        names::check_entry_name(seg).with_context(|| format!("{}/{rel}", path.display()))?;
+        path.push(seg);
+    }
+    read_file(&path, max_file_size)
 }
 
 /// Reads `LIVETREE/NAME`, skipping runtime state. `Ok(None)` when it does not exist.
 pub fn read_live(live_root: &Path, name: &str) -> Result<Option<Tree>> {
     names::check_service_name(name)?;
     let dir = live_root.join(name);
-    if !top_dir(&dir, "live")? {
+    let Some(meta) = top_dir(&dir, "live")? else {
         return Ok(None);
-    }
+    };
     let mut tree = Tree::new();
-    walk(&dir, "", 0, &mut tree, &mut Side::Live)?;
+    walk(&dir, "", 0, &meta, &mut tree, &mut Side::Live, None)?;
     Ok(Some(tree))
+}
+
+/// Whether `LIVETREE/NAME` exists, with the checks of [`read_live`] on the directory
+/// itself (a symlink or a non-directory is an error), without reading what is in it.
+pub fn live_exists(live_root: &Path, name: &str) -> Result<bool> {
+    names::check_service_name(name)?;
+    Ok(top_dir(&live_root.join(name), "live")?.is_some())
+}
+
+/// How old (by ctime) an entry must have been when a snapshot was taken for the stat
+/// cache to answer for it: a change made within the same timestamp tick as the
+/// snapshot could otherwise keep every field `lstat` shows (the "racy" case).
+pub const TRUST_AGE: Duration = Duration::from_secs(2);
+
+/// What `lstat` says about an entry, as far as a stat cache may rely on it: device,
+/// inode, type and mode, size, mtime and ctime (user space can set mtime, not ctime).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stat {
+    fn of(m: &fs::Metadata) -> Stat {
+        Stat {
+            dev: m.dev(),
+            ino: m.ino(),
+            mode: m.mode(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// One read of a stock service directory for the stat cache: when it was taken and,
+/// per entry (`""` is the directory itself), its [`Stat`] and what it was read as.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    taken: (i64, i64),
+    entries: BTreeMap<String, (Stat, Entry)>,
+}
+
+const SNAPSHOT_FORMAT: u8 = 1;
+
+impl Snapshot {
+    /// A compact binary form (stored in the cache database).
+    pub fn encode(&self) -> Vec<u8> {
+        fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        let mut out = Vec::with_capacity(64 + self.entries.len() * 160);
+        out.push(SNAPSHOT_FORMAT);
+        out.extend_from_slice(&self.taken.0.to_le_bytes());
+        out.extend_from_slice(&self.taken.1.to_le_bytes());
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for (rel, (st, entry)) in &self.entries {
+            bytes(&mut out, rel.as_bytes());
+            for v in [st.dev, st.ino, st.size] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&st.mode.to_le_bytes());
+            for v in [st.mtime.0, st.mtime.1, st.ctime.0, st.ctime.1] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            match entry {
+                Entry::File { mode, hash, size } => {
+                    // a sha256 in hex is stored as its 32 bytes
+                    let raw = hex::decode(hash).ok().filter(|r| r.len() == 32);
+                    out.push(if raw.is_some() { 0 } else { 3 });
+                    out.extend_from_slice(&mode.to_le_bytes());
+                    out.extend_from_slice(&size.to_le_bytes());
+                    match raw {
+                        Some(raw) => out.extend_from_slice(&raw),
+                        None => bytes(&mut out, hash.as_bytes()),
+                    }
+                }
+                Entry::Dir { mode } => {
+                    out.push(1);
+                    out.extend_from_slice(&mode.to_le_bytes());
+                }
+                Entry::Symlink { target } => {
+                    out.push(2);
+                    bytes(&mut out, target.as_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether this snapshot should replace `old` in the cache: something changed, or
+    /// `old` holds entries too recent to be trusted, which a newer snapshot may trust.
+    pub fn supersedes(&self, old: Option<&Snapshot>) -> bool {
+        let Some(old) = old else {
+            return true;
+        };
+        let settled = (old.taken.0 - TRUST_AGE.as_secs() as i64, old.taken.1);
+        old.entries != self.entries || old.entries.values().any(|(st, _)| st.ctime >= settled)
+    }
+
+    /// The inverse of [`Snapshot::encode`]; `None` for anything malformed (the cache is
+    /// then simply not used).
+    pub fn decode(data: &[u8]) -> Option<Snapshot> {
+        struct R<'a>(&'a [u8]);
+        impl R<'_> {
+            fn take(&mut self, n: usize) -> Option<&[u8]> {
+                if self.0.len() < n {
+                    return None;
+                }
+                let (a, b) = self.0.split_at(n);
+                self.0 = b;
+                Some(a)
+            }
+            fn u8(&mut self) -> Option<u8> {
+                Some(self.take(1)?[0])
+            }
+            fn u32(&mut self) -> Option<u32> {
+                Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+            }
+            fn u64(&mut self) -> Option<u64> {
+                Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+            }
+            fn i64(&mut self) -> Option<i64> {
+                Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+            }
+            fn string(&mut self) -> Option<String> {
+                let n = self.u32()? as usize;
+                String::from_utf8(self.take(n)?.to_vec()).ok()
+            }
+        }
+        let mut r = R(data);
+        if r.u8()? != SNAPSHOT_FORMAT {
+            return None;
+        }
+        let taken = (r.i64()?, r.i64()?);
+        let n = r.u32()? as usize;
+        let mut entries = BTreeMap::new();
+        for _ in 0..n.min(MAX_ENTRIES + 1) {
+            let rel = r.string()?;
+            let (dev, ino, size) = (r.u64()?, r.u64()?, r.u64()?);
+            let mode = r.u32()?;
+            let mtime = (r.i64()?, r.i64()?);
+            let ctime = (r.i64()?, r.i64()?);
+            let entry = match r.u8()? {
+                tag @ (0 | 3) => {
+                    let mode = r.u32()?;
+                    let size = r.u64()?;
+                    let hash = match tag {
+                        0 => hex::encode(r.take(32)?),
+                        _ => r.string()?,
+                    };
+                    Entry::File { mode, hash, size }
+                }
+                1 => Entry::Dir { mode: r.u32()? },
+                2 => Entry::Symlink {
+                    target: r.string()?,
+                },
+                _ => return None,
+            };
+            let st = Stat {
+                dev,
+                ino,
+                mode,
+                size,
+                mtime,
+                ctime,
+            };
+            entries.insert(rel, (st, entry));
+        }
+        if !r.0.is_empty() || entries.len() != n {
+            return None;
+        }
+        Some(Snapshot { taken, entries })
+    }
+}
+
+/// The stat cache of one read: the previous snapshot (when it can be trusted at all)
+/// and the one being taken.
+struct Cache<'a> {
+    old: Option<&'a Snapshot>,
+    /// ctime before which an entry of `old` is trusted.
+    trusted_before: (i64, i64),
+    new: Snapshot,
+}
+
+impl<'a> Cache<'a> {
+    fn new(old: Option<&'a Snapshot>) -> Cache<'a> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let now = (now.as_secs() as i64, i64::from(now.subsec_nanos()));
+        // a snapshot from the future (the clock was set back) is not used
+        let old = old.filter(|o| o.taken <= now);
+        let trusted_before = old.map_or((i64::MIN, 0), |o| {
+            (o.taken.0 - TRUST_AGE.as_secs() as i64, o.taken.1)
+        });
+        Cache {
+            old,
+            trusted_before,
+            new: Snapshot {
+                taken: now,
+                entries: BTreeMap::new(),
+            },
+        }
+    }
+
+    /// What the previous read found at `rel`, if `meta` shows it unchanged since.
+    fn hit(&self, rel: &str, meta: &fs::Metadata) -> Option<&'a Entry> {
+        let (st, entry) = self.old?.entries.get(rel)?;
+        (*st == Stat::of(meta) && st.ctime < self.trusted_before).then_some(entry)
+    }
+
+    /// The names in directory `rel` as the previous read listed them, if the directory
+    /// is unchanged since (adding, removing or renaming an entry changes its ctime).
+    fn listing(&self, rel: &str, meta: &fs::Metadata) -> Option<Vec<std::ffi::OsString>> {
+        self.hit(rel, meta)?;
+        let old = self.old?;
+        let prefix = if rel.is_empty() {
+            String::new()
+        } else {
+            format!("{rel}/")
+        };
+        Some(
+            old.entries
+                .range::<str, _>((
+                    std::ops::Bound::Excluded(prefix.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .map(|(k, _)| k)
+                .take_while(|k| k.starts_with(&prefix))
+                .filter(|k| !k[prefix.len()..].contains('/'))
+                .map(|k| std::ffi::OsString::from(&k[prefix.len()..]))
+                .collect(),
+        )
+    }
+
+    fn record(&mut self, rel: &str, meta: &fs::Metadata, entry: &Entry) {
+        self.new
+            .entries
+            .insert(rel.to_string(), (Stat::of(meta), entry.clone()));
+    }
 }
 
 /// Lists the service names directly under a tree (missing tree: none). Names that
@@ -147,7 +436,7 @@ pub fn list_services(root: &Path) -> Result<Listing> {
     Ok((good, bad))
 }
 
-fn top_dir(dir: &Path, side: &str) -> Result<bool> {
+fn top_dir(dir: &Path, side: &str) -> Result<Option<fs::Metadata>> {
     match fs::symlink_metadata(dir) {
         Ok(m) if m.file_type().is_symlink() => {
             bail!(
@@ -159,27 +448,42 @@ fn top_dir(dir: &Path, side: &str) -> Result<bool> {
             "{side} service directory {} is not a directory",
             dir.display()
         ),
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e)
             .with_context(|| format!("cannot read {side} service directory {}", dir.display())),
     }
 }
 
-fn walk(dir: &Path, prefix: &str, depth: usize, tree: &mut Tree, side: &mut Side) -> Result<()> {
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    dir_meta: &fs::Metadata,
+    tree: &mut Tree,
+    side: &mut Side,
+    mut cache: Option<&mut Cache<'_>>,
+) -> Result<()> {
     if depth > MAX_DEPTH {
         bail!("{}: nested deeper than {MAX_DEPTH} levels", dir.display());
     }
-    let rd =
-        fs::read_dir(dir).with_context(|| format!("cannot read directory {}", dir.display()))?;
-    let mut names_here = Vec::new();
-    for ent in rd {
-        names_here.push(
-            ent.with_context(|| format!("cannot read directory {}", dir.display()))?
-                .file_name(),
-        );
-    }
-    names_here.sort();
+    let listed = cache.as_ref().and_then(|c| c.listing(prefix, dir_meta));
+    let names_here = match listed {
+        Some(names) => names,
+        None => {
+            let rd = fs::read_dir(dir)
+                .with_context(|| format!("cannot read directory {}", dir.display()))?;
+            let mut names_here = Vec::new();
+            for ent in rd {
+                names_here.push(
+                    ent.with_context(|| format!("cannot read directory {}", dir.display()))?
+                        .file_name(),
+                );
+            }
+            names_here.sort();
+            names_here
+        }
+    };
     for os in names_here {
         let path = dir.join(&os);
         let name = names::utf8(&os).with_context(|| format!("{}", path.display()))?;
@@ -199,7 +503,24 @@ fn walk(dir: &Path, prefix: &str, depth: usize, tree: &mut Tree, side: &mut Side
             .with_context(|| format!("cannot stat {}", path.display()))?;
         let ft = meta.file_type();
         let mode = meta.mode() & 0o7777;
-        if ft.is_symlink() {
+        let hit = cache.as_ref().and_then(|c| c.hit(&rel, &meta));
+        if let Some(entry) = hit.filter(|e| !matches!(e, Entry::Dir { .. })) {
+            // unchanged since a read that checked it: same entry, same content
+            if let (Entry::File { .. }, Side::Stock { max_file_size, .. }) = (entry, &*side)
+                && meta.len() > *max_file_size
+            {
+                bail!(
+                    "stock file {} is {} bytes (limit {})",
+                    path.display(),
+                    meta.len(),
+                    max_file_size
+                );
+            }
+            if let Some(c) = cache.as_mut() {
+                c.record(&rel, &meta, entry);
+            }
+            tree.insert(rel, entry.clone());
+        } else if ft.is_symlink() {
             let target = fs::read_link(&path)
                 .with_context(|| format!("cannot read symlink {}", path.display()))?;
             let target_str = names::utf8(target.as_os_str())
@@ -210,10 +531,26 @@ fn walk(dir: &Path, prefix: &str, depth: usize, tree: &mut Tree, side: &mut Side
                     format!("stock symlink {} -> {}", path.display(), target_str)
                 })?;
             }
-            tree.insert(rel, Entry::Symlink { target: target_str });
+            let entry = Entry::Symlink { target: target_str };
+            if let Some(c) = cache.as_mut() {
+                c.record(&rel, &meta, &entry);
+            }
+            tree.insert(rel, entry);
         } else if ft.is_dir() {
-            tree.insert(rel.clone(), Entry::Dir { mode });
-            walk(&path, &rel, depth + 1, tree, side)?;
+            let entry = Entry::Dir { mode };
+            if let Some(c) = cache.as_mut() {
+                c.record(&rel, &meta, &entry);
+            }
+            tree.insert(rel.clone(), entry);
+            walk(
+                &path,
+                &rel,
+                depth + 1,
+                &meta,
+                tree,
+                side,
+                cache.as_deref_mut(),
+            )?;
         } else if ft.is_file() {
             let entry = match side {
                 Side::Stock {
@@ -240,6 +577,9 @@ fn walk(dir: &Path, prefix: &str, depth: usize, tree: &mut Tree, side: &mut Side
                     Entry::File { mode, hash, size }
                 }
             };
+            if let Some(c) = cache.as_mut() {
+                c.record(&rel, &meta, &entry);
+            }
             tree.insert(rel, entry);
         } else if matches!(side, Side::Live) {
             // fifos and sockets in a live directory belong to the supervisor

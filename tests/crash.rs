@@ -15,7 +15,7 @@
 //! matrix; every other point is a step of apply and runs here for each flavor of
 //! [`Flavor`] that has a `…_crash_matrix` test below.
 
-use crate::scenarios::{Flavor, LIMIT, Start, Sys, action_lines};
+use crate::scenarios::{Flavor, LIMIT, Start, Sys, action_lines, pipe_on, wait_piped};
 use crate::util::*;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -334,6 +334,38 @@ fn point_backend<'a>(point: &str, backends: &'a BTreeSet<String>) -> Option<&'a 
     backends.get(prefix).map(String::as_str)
 }
 
+/// A crash run: its label for the report and what it does (panics on failure).
+type Job = (String, Box<dyn FnOnce() + Send>);
+
+/// Runs what `make` makes of every job, 4 at a time (each crash run mostly waits on
+/// supervisors); returns (label, panic message) of every run that failed.
+fn run_jobs<T: Send>(jobs: Vec<T>, make: impl Fn(T) -> Job + Sync) -> Vec<(String, String)> {
+    let queue = Mutex::new(jobs);
+    let failures = Mutex::new(Vec::<(String, String)>::new());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                loop {
+                    let Some(job) = queue.lock().expect("queue").pop() else {
+                        return;
+                    };
+                    let (label, run) = make(job);
+                    let res = std::thread::scope(|inner| inner.spawn(run).join());
+                    if let Err(e) = res {
+                        let msg = e
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "panic".into());
+                        failures.lock().expect("failures").push((label, msg));
+                    }
+                }
+            });
+        }
+    });
+    failures.into_inner().expect("failures")
+}
+
 /// Runs `crash_at` for every point that is not another backend's (and, for the points
 /// of an update and of the commit, once more with the down service and once with the
 /// logger-only change as the first service hit), a few at a time; reports every
@@ -354,34 +386,12 @@ fn matrix(f: Flavor) {
         }
     }
     let runs = jobs.len();
-    let queue = Mutex::new(jobs);
-    let failures = Mutex::new(Vec::<(String, String)>::new());
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| {
-                loop {
-                    let Some((point, cast)) = queue.lock().expect("queue").pop() else {
-                        return;
-                    };
-                    let res = std::thread::scope(|inner| {
-                        inner.spawn(|| crash_at(f, &point, cast)).join()
-                    });
-                    if let Err(e) = res {
-                        let msg = e
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_else(|| "panic".into());
-                        failures
-                            .lock()
-                            .expect("failures")
-                            .push((format!("{point} {cast:?}"), msg));
-                    }
-                }
-            });
-        }
+    let failures = run_jobs(jobs, |(point, cast)| {
+        (
+            format!("{point} {cast:?}"),
+            Box::new(move || crash_at(f, &point, cast)),
+        )
     });
-    let failures = failures.into_inner().expect("failures");
     let failed_points: std::collections::BTreeSet<&str> = failures
         .iter()
         .filter_map(|(p, _)| p.split(' ').next())
@@ -418,6 +428,146 @@ fn s6_crash_matrix() {
 #[test]
 fn runit_crash_matrix() {
     matrix(Flavor::Runit);
+}
+
+/// A crash at `point` while `foo` gains a logger (`added`) or loses it (and gets a new
+/// `run`): the recovering reconcile gives foo a new supervisor, so the logger runs and
+/// reads foo's output (or is gone and foo writes into no pipe), foo restarted once.
+fn logger_toggle_crash_at(f: Flavor, point: &str, added: bool) {
+    let at = format!(
+        "{point} ({f:?}, logger {})",
+        if added { "added" } else { "removed" }
+    );
+    let sys = Sys::new(f, "");
+    let before = sys.start_services(&["foo", "keep"], !added);
+    if added {
+        sys.stock_log("foo", "v1");
+    } else {
+        sys.stock_run("foo", "v2");
+        std::fs::remove_dir_all(sys.root.p(&sys.stock_path("foo/log"))).expect("rm stock log");
+    }
+    sys.enqueue(&[&sys.stock_path("foo")]);
+    let armed = format!("{point}=return");
+    let crashed = sys
+        .root
+        .svsettle_env(&["reconcile", "--pending"], &[("FAILPOINTS", &armed)]);
+    assert!(
+        crashed.code == -1
+            && crashed
+                .stderr
+                .contains(&format!("crash point {point}: killing myself")),
+        "{at}: the reconciler must die by SIGKILL at the point, but it exited with code {}\n\
+         --- stdout ---\n{}\n--- stderr ---\n{}",
+        crashed.code,
+        crashed.stdout,
+        crashed.stderr
+    );
+    let out = sys.svsettle(&["-v", "reconcile"]);
+    out.ok()
+        .lacks("failed")
+        .stdout_has("note: finishing interrupted");
+    let tag = if added { "v1" } else { "v2" };
+    let pid = sys.wait_new_pid("foo", before["foo"]);
+    wait_for(&format!("{at}: foo to record its start"), LIMIT, || {
+        sys.starts("foo").last().map(|s| s.pid) == Some(pid)
+    });
+    assert_eq!(
+        sys.starts("foo"),
+        vec![
+            Start {
+                tag: "v1".into(),
+                pid: before["foo"]
+            },
+            Start {
+                tag: tag.into(),
+                pid
+            }
+        ],
+        "{at}: foo must have restarted exactly once"
+    );
+    if added {
+        let (main, log) = wait_piped(&sys, "foo");
+        assert_eq!(main, pid, "{at}");
+        assert_eq!(
+            sys.wait_starts("foo.log", 1).last().map(|s| s.pid),
+            Some(log),
+            "{at}: the logger must have started once"
+        );
+        assert_eq!(sys.starts("foo.log").len(), 1, "{at}");
+    } else {
+        assert!(
+            !sys.root.exists(&sys.live_path("foo/log")),
+            "{at}: live foo/log"
+        );
+        let old = before["foo/log"];
+        wait_for(&format!("{at}: old logger {old} to end"), LIMIT, || {
+            !alive(old)
+        });
+        assert_eq!(pipe_on(pid, 1), None, "{at}: foo still writes into a pipe");
+        assert_eq!(
+            sys.starts("foo.log").len(),
+            1,
+            "{at}: the logger started again"
+        );
+    }
+    assert_eq!(sys.read_live("foo/run"), sys.read_stock("foo/run"), "{at}");
+    assert_eq!(
+        sys.pid("keep"),
+        Some(before["keep"]),
+        "{at}: keep must keep its pid"
+    );
+    assert_eq!(
+        f.supervisors(&sys.sup, "foo"),
+        1,
+        "{at}: supervisors of foo"
+    );
+    for dir in [f.live(), f.scan()] {
+        let left = names_starting(&sys.root.p(dir), ".svsettle");
+        assert!(left.is_empty(), "{at}: left behind: {left:?}");
+    }
+    sys.assert_quiet_status();
+    let again = sys.svsettle(&["reconcile", "--all"]);
+    again.ok();
+    assert_eq!(
+        action_lines(&again),
+        Vec::<String>::new(),
+        "{at}\n{}",
+        again.stdout
+    );
+    assert_eq!(sys.pid("foo"), Some(pid), "{at}");
+}
+
+/// Every update crash point while a running service gains or loses its logger, on
+/// both supervisor backends.
+#[test]
+fn logger_toggle_crash_recovers() {
+    let points: Vec<String> = failpoints()
+        .into_iter()
+        .filter(|p| p.starts_with("update."))
+        .collect();
+    assert!(!points.is_empty(), "no update.* crash point listed");
+    let mut jobs = Vec::new();
+    for f in [Flavor::S6, Flavor::Runit] {
+        for p in &points {
+            for added in [true, false] {
+                jobs.push((f, p.clone(), added));
+            }
+        }
+    }
+    let runs = jobs.len();
+    let failures = run_jobs(jobs, |(f, point, added)| {
+        (
+            format!("{point} {f:?} added={added}"),
+            Box::new(move || logger_toggle_crash_at(f, &point, added)),
+        )
+    });
+    if !failures.is_empty() {
+        let mut report = String::new();
+        for (p, m) in &failures {
+            report.push_str(&format!("\n=== {p} ===\n{m}\n"));
+        }
+        panic!("{} of {runs} crash runs failed:{report}", failures.len());
+    }
 }
 
 /// The list is the code's: every name it prints is one `FAILPOINTS` accepts.

@@ -21,16 +21,17 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// A file of a test package: path under the root (no leading slash) and what it is.
 enum Item {
-    File(&'static str, String, u32),
-    Symlink(&'static str, String),
+    File(String, String, u32),
+    Symlink(String, String),
 }
 
 /// A root managed by pacman, with an s6 domain (new services enabled) and a real
 /// s6-svscan on `/run/service`.
 struct Arch {
+    // dropped first: the scanner and its services end before the root is deleted
+    _svscan: Supervisor,
     root: Root,
     pkgdir: tempfile::TempDir,
-    _svscan: Supervisor,
 }
 
 impl Arch {
@@ -63,9 +64,9 @@ impl Arch {
             .tempdir()
             .expect("tempdir");
         Arch {
+            _svscan: svscan,
             root,
             pkgdir,
-            _svscan: svscan,
         }
     }
 
@@ -170,7 +171,7 @@ impl Arch {
         let mut top: BTreeSet<String> = BTreeSet::new();
         for item in items {
             let (rel, path) = match item {
-                Item::File(rel, _, _) | Item::Symlink(rel, _) => (*rel, stage.join(rel)),
+                Item::File(rel, _, _) | Item::Symlink(rel, _) => (rel.as_str(), stage.join(rel)),
             };
             top.insert(rel.split('/').next().expect("top").to_string());
             fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -219,7 +220,7 @@ impl Arch {
     /// (service, generation, the packages installed at that moment) and then sleeps.
     fn service_pkg(&self, name: &str, ver: &str, service: &str, generation: u32) -> PathBuf {
         let items = vec![Item::File(
-            leak(format!("usr/share/s6/sv/{service}/run")),
+            format!("usr/share/s6/sv/{service}/run"),
             self.run_script(service, generation),
             0o755,
         )];
@@ -270,10 +271,6 @@ impl Arch {
             .map(String::from)
             .collect()
     }
-}
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
 }
 
 /// Copies a host file to the same path inside the root (following symlinks).
@@ -514,8 +511,8 @@ fn pacman_service_file_moving_into_a_new_package() {
         "multi",
         "1-1",
         &[
-            Item::File("usr/share/s6/sv/svc-m/run", run.clone(), 0o755),
-            Item::File("usr/share/s6/sv/svc-m/finish", finish.clone(), 0o755),
+            Item::File("usr/share/s6/sv/svc-m/run".into(), run.clone(), 0o755),
+            Item::File("usr/share/s6/sv/svc-m/finish".into(), finish.clone(), 0o755),
         ],
         None,
     );
@@ -527,14 +524,18 @@ fn pacman_service_file_moving_into_a_new_package() {
     let m2 = a.build(
         "multi",
         "2-1",
-        &[Item::File("usr/share/s6/sv/svc-m/run", run.clone(), 0o755)],
+        &[Item::File(
+            "usr/share/s6/sv/svc-m/run".into(),
+            run.clone(),
+            0o755,
+        )],
         None,
     );
     let x1 = a.build(
         "multi-extras",
         "1-1",
         &[Item::File(
-            "usr/share/s6/sv/svc-m/finish",
+            "usr/share/s6/sv/svc-m/finish".into(),
             finish.clone(),
             0o755,
         )],
@@ -553,7 +554,7 @@ fn pacman_service_file_moving_into_a_new_package() {
         "multi",
         "3-1",
         &[Item::File(
-            "usr/share/doc/multi/README",
+            "usr/share/doc/multi/README".into(),
             "x\n".into(),
             0o644,
         )],
@@ -563,8 +564,12 @@ fn pacman_service_file_moving_into_a_new_package() {
         "multi-extras",
         "2-1",
         &[
-            Item::File("usr/share/s6/sv/svc-m/run", a.run_script("svc-m", 2), 0o755),
-            Item::File("usr/share/s6/sv/svc-m/finish", finish, 0o755),
+            Item::File(
+                "usr/share/s6/sv/svc-m/run".into(),
+                a.run_script("svc-m", 2),
+                0o755,
+            ),
+            Item::File("usr/share/s6/sv/svc-m/finish".into(), finish, 0o755),
         ],
         None,
     );
@@ -588,6 +593,23 @@ fn pacman_history_names_package_and_version() {
         );
     }
     let a = Arch::new();
+    // The copy pacman will run must be the attributing build (a concurrent cargo
+    // build without the feature may have replaced the binary in the target dir).
+    let probe = a.root.run_cmd(
+        &a.root.p("/usr/bin/svsettle"),
+        &[
+            "--root".into(),
+            a.root.path.display().to_string(),
+            "-v".into(),
+            "hook".into(),
+            "pacman".into(),
+        ],
+        &[],
+        Some(b""),
+    );
+    probe
+        .ok()
+        .stdout_has(":: svsettle: note: package attribution through libalpm ");
     let p1 = a.service_pkg("foo-svc", "1.0-1", "foo", 1);
     let b1 = a.service_pkg("bar-svc", "0.9-3", "bar", 1);
     a.upgrade(&[&p1, &b1]);
@@ -735,12 +757,12 @@ fn pacman_hook_exits_0_with_a_malformed_stock_service() {
         "1-1",
         &[
             Item::File(
-                "usr/share/s6/sv/svc-bad/finish",
+                "usr/share/s6/sv/svc-bad/finish".into(),
                 "#!/bin/sh\n".into(),
                 0o755,
             ),
             Item::Symlink(
-                "usr/share/s6/sv/svc-bad/run",
+                "usr/share/s6/sv/svc-bad/run".into(),
                 "../../../../../../etc/shadow".into(),
             ),
         ],
@@ -779,7 +801,7 @@ fn pacman_lock_defers_a_manual_reconcile_and_wait_waits() {
         "svc-s",
         "1-1",
         &[Item::File(
-            "usr/share/s6/sv/svc-s/run",
+            "usr/share/s6/sv/svc-s/run".into(),
             a.run_script("svc-s", 1),
             0o755,
         )],
@@ -849,7 +871,7 @@ fn pacman_lock_defers_a_manual_reconcile_and_wait_waits() {
         "svc-s",
         "3-1",
         &[Item::File(
-            "usr/share/s6/sv/svc-s/run",
+            "usr/share/s6/sv/svc-s/run".into(),
             a.run_script("svc-s", 3),
             0o755,
         )],

@@ -903,7 +903,7 @@ pub fn diff_and_history(f: Flavor) {
 }
 
 /// The pipe a process has on `fd` (`pipe:[INODE]`), if it is one.
-fn pipe_on(pid: u32, fd: u32) -> Option<String> {
+pub fn pipe_on(pid: u32, fd: u32) -> Option<String> {
     fs::read_link(format!("/proc/{pid}/fd/{fd}"))
         .ok()
         .map(|t| t.display().to_string())
@@ -912,7 +912,7 @@ fn pipe_on(pid: u32, fd: u32) -> Option<String> {
 
 /// Waits until the service's stdout is the pipe its logger reads.
 #[track_caller]
-fn wait_piped(sys: &Sys, name: &str) -> (u32, u32) {
+pub fn wait_piped(sys: &Sys, name: &str) -> (u32, u32) {
     let mut pids = (0, 0);
     wait_for(
         &format!("{name} to write into the pipe its logger reads"),
@@ -982,7 +982,7 @@ pub fn logger_removed_from_running_service(f: Flavor) {
     out.ok();
     assert_eq!(
         action_lines(&out),
-        ["restarted foo: log/run changed"],
+        ["restarted foo: log and log/run changed"],
         "{}",
         out.stdout
     );
