@@ -9,7 +9,7 @@
 set -euo pipefail
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 
-demo_pkgs=(s6 execline)
+demo_pkgs=(s6 execline pacman-package-manager libarchive-tools)
 test_pkgs=(s6 execline runit sqlite3 rsync pacman-package-manager libalpm-dev libarchive-tools
   busybox-static util-linux procps pkg-config clang libclang-dev)
 
