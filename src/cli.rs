@@ -102,6 +102,22 @@ pub enum Command {
     /// List the crash points compiled into this binary (for the crash tests).
     #[command(hide = true)]
     Failpoints,
+
+    /// Print the man page or a shell completion script (for packagers).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generate,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Generate {
+    /// svsettle.1 in roff
+    Man,
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]

@@ -25,6 +25,10 @@ pub fn run(cli: Cli) -> Result<Exit> {
         verbose: cli.verbose,
         quiet: cli.quiet,
     };
+    if let Command::Generate { what } = cli.command {
+        generate(what)?;
+        return Ok(Exit::Done);
+    }
     if let Command::Failpoints = cli.command {
         for f in crate::failpoints::FAILPOINTS {
             println!("{f}");
@@ -81,8 +85,71 @@ pub fn run(cli: Cli) -> Result<Exit> {
             print_config(&cfg);
             Ok(Exit::Done)
         }
-        Command::Hook(_) | Command::Failpoints => unreachable!("handled above"),
+        Command::Hook(_) | Command::Failpoints | Command::Generate { .. } => {
+            unreachable!("handled above")
+        }
     }
+}
+
+/// The man page (with an EXIT STATUS section) and completions, from the clap
+/// definitions, so they cannot drift from `--help`.
+fn generate(what: crate::cli::Generate) -> Result<()> {
+    use crate::cli::Generate;
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout().lock();
+    match what {
+        Generate::Man => {
+            let man = clap_mangen::Man::new(cmd.clone());
+            man.render_title(&mut out)?;
+            man.render_name_section(&mut out)?;
+            man.render_synopsis_section(&mut out)?;
+            man.render_description_section(&mut out)?;
+            man.render_options_section(&mut out)?;
+            man.render_subcommands_section(&mut out)?;
+            writeln!(out, ".SH \"EXIT STATUS\"")?;
+            for (code, meaning) in [
+                ("0", "done (nothing failed)"),
+                (
+                    "1",
+                    "some services failed (each is named; the others were still reconciled)",
+                ),
+                ("2", "usage or configuration error"),
+                (
+                    "3",
+                    "deferred: a package transaction or another reconcile is in progress",
+                ),
+            ] {
+                writeln!(out, ".TP\n{code}\n{meaning}")?;
+            }
+            writeln!(
+                out,
+                ".SH FILES\n.TP\n/etc/svsettle.toml\nconfiguration, merged over the embedded default"
+            )?;
+            writeln!(
+                out,
+                ".TP\n/var/lib/svsettle/state.db\nqueue, bases, journal and history (SQLite)"
+            )?;
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                writeln!(out, ".SH \"SVSETTLE {}\"", sub.get_name().to_uppercase())?;
+                let man = clap_mangen::Man::new(sub.clone());
+                man.render_synopsis_section(&mut out)?;
+                man.render_description_section(&mut out)?;
+                man.render_options_section(&mut out)?;
+            }
+            man.render_version_section(&mut out)?;
+        }
+        Generate::Bash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "svsettle", &mut out)
+        }
+        Generate::Zsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "svsettle", &mut out)
+        }
+        Generate::Fish => {
+            clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "svsettle", &mut out)
+        }
+    }
+    Ok(())
 }
 
 fn exit_of(r: &Report) -> Exit {

@@ -11,6 +11,7 @@
 
 mod util;
 
+mod cli;
 mod crash;
 mod mixed;
 mod pacman;
