@@ -215,7 +215,7 @@ impl Exec<'_> {
         if from < Step::Written {
             let renamed = from >= Step::Staged && dest.is_dir() && !tmp.exists();
             if !renamed {
-                if let Err(e) = build_new(live, &tmp, plan, contents) {
+                if let Err(e) = build_new(live, &tmp, plan, contents, true) {
                     let _ = fs::remove_dir_all(&tmp);
                     let _ = self.db.journal_drop(&plan.domain, &plan.name);
                     return Err(e.context("nothing was created"));
@@ -393,6 +393,12 @@ pub fn sweep(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn write_new_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    write_file_then(path, data, mode, true)
+}
+
+/// Writes a new file; `fsync`: make its content durable now (else the caller syncs the
+/// whole filesystem before anything depends on it).
+fn write_file_then(path: &Path, data: &[u8], mode: u32, fsync: bool) -> Result<()> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -405,9 +411,19 @@ fn write_new_file(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     // set after writing: the mode is not subject to the umask this way
     f.set_permissions(fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot chmod {}", path.display()))?;
-    f.sync_all()
-        .with_context(|| format!("cannot fsync {}", path.display()))?;
+    if fsync {
+        f.sync_all()
+            .with_context(|| format!("cannot fsync {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// Makes everything written to the filesystem holding `dir` durable (`syncfs`): one
+/// call for a batch instead of one fsync per file and directory.
+fn sync_fs(dir: &Path) -> Result<()> {
+    let f = fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    nix::unistd::syncfs(&f)
+        .with_context(|| format!("cannot sync the filesystem of {}", dir.display()))
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
@@ -516,7 +532,15 @@ fn write_ops(dir: &Path, stage: &Path, plan: &ServicePlan) -> Result<()> {
     sync_dir(dir)
 }
 
-fn build_new(live: &Path, tmp: &Path, plan: &ServicePlan, contents: &Contents) -> Result<()> {
+/// Builds a new service directory at `tmp`; `fsync`: each file and directory synced
+/// (else the caller syncs the filesystem before renaming it into place).
+fn build_new(
+    live: &Path,
+    tmp: &Path,
+    plan: &ServicePlan,
+    contents: &Contents,
+    fsync: bool,
+) -> Result<()> {
     fs::create_dir_all(live)
         .with_context(|| format!("cannot create live tree {}", live.display()))?;
     if tmp.symlink_metadata().is_ok() {
@@ -541,7 +565,7 @@ fn build_new(live: &Path, tmp: &Path, plan: &ServicePlan, contents: &Contents) -
                 dirs.push(target);
             }
             Entry::File { mode, hash, .. } => {
-                write_new_file(&target, content(contents, hash, path)?, *mode)?
+                write_file_then(&target, content(contents, hash, path)?, *mode, fsync)?
             }
             Entry::Symlink { target: to } => std::os::unix::fs::symlink(to, &target)
                 .with_context(|| format!("cannot create {}", target.display()))?,
@@ -550,6 +574,9 @@ fn build_new(live: &Path, tmp: &Path, plan: &ServicePlan, contents: &Contents) -
             first = false;
             crash_point!("create.mid-build");
         }
+    }
+    if !fsync {
+        return Ok(());
     }
     for d in dirs.iter().rev() {
         sync_dir(d)?;
@@ -582,5 +609,138 @@ impl Exec<'_> {
             ))),
             None => Ok(()),
         }
+    }
+}
+
+impl Exec<'_> {
+    /// Creates new services together (a fresh run: journaled `planned`, nothing done
+    /// yet). The steps are those of a single create, each taken for the whole batch:
+    /// build every directory under its dot-name; make all of it durable with one
+    /// `syncfs` of the live tree's filesystem; journal `staged` for all in one
+    /// transaction; rename each into place (the point of no return) and sync the live
+    /// tree once; journal `written`; link; journal `started`. Content is durable before
+    /// any rename and every step is journaled before the next begins, so a crash
+    /// anywhere is finished service by service by [`Exec::execute`], as for one create.
+    /// One result per plan, in order.
+    pub fn create_batch(&mut self, plans: &[(&ServicePlan, &Contents)]) -> Vec<Result<Done>> {
+        let live = self.domain.live.host.clone();
+        let mut results: Vec<Option<Result<Done>>> = plans.iter().map(|_| None).collect();
+        let key = |i: usize| (plans[i].0.domain.as_str(), plans[i].0.name.as_str());
+        let mut built = Vec::new();
+        for (i, (plan, contents)) in plans.iter().enumerate() {
+            let tmp = new_dir(&live, &plan.name);
+            match build_new(&live, &tmp, plan, contents, false) {
+                Ok(()) => built.push(i),
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&tmp);
+                    let _ = self.db.journal_drop(&plan.domain, &plan.name);
+                    results[i] = Some(Err(e.context("nothing was created")));
+                }
+            }
+        }
+        if !built.is_empty()
+            && let Err(e) = sync_fs(&live)
+        {
+            for &i in &built {
+                let plan = plans[i].0;
+                let _ = fs::remove_dir_all(new_dir(&live, &plan.name));
+                let _ = self.db.journal_drop(&plan.domain, &plan.name);
+                results[i] = Some(Err(anyhow::anyhow!("{e:#}").context("nothing was created")));
+            }
+            built.clear();
+        }
+        let keys: Vec<(&str, &str)> = built.iter().map(|&i| key(i)).collect();
+        if let Err(e) = self.db.journal_steps(&keys, &Step::Staged) {
+            // left as journaled: the next run builds them again
+            for &i in &built {
+                results[i] = Some(Err(anyhow::anyhow!("{e:#}")));
+            }
+            built.clear();
+        }
+        if !built.is_empty() {
+            crash_point!("create.after-build");
+        }
+        let mut renamed = Vec::new();
+        for &i in &built {
+            let plan = plans[i].0;
+            let tmp = new_dir(&live, &plan.name);
+            let dest = live.join(&plan.name);
+            if dest.symlink_metadata().is_ok() {
+                let _ = fs::remove_dir_all(&tmp);
+                let _ = self.db.journal_drop(&plan.domain, &plan.name);
+                results[i] = Some(Err(anyhow::anyhow!(
+                    "{} appeared while it was being created; left alone",
+                    dest.display()
+                )));
+                continue;
+            }
+            // point of no return
+            match fs::rename(&tmp, &dest) {
+                Ok(()) => renamed.push(i),
+                Err(e) => {
+                    results[i] = Some(Err(anyhow::Error::new(e).context(format!(
+                        "cannot rename {} to {}",
+                        tmp.display(),
+                        dest.display()
+                    ))))
+                }
+            }
+        }
+        if !renamed.is_empty() {
+            if let Err(e) = sync_dir(&live) {
+                for &i in &renamed {
+                    results[i] = Some(Err(anyhow::anyhow!("{e:#}")));
+                }
+                renamed.clear();
+            } else {
+                crash_point!("create.after-rename");
+            }
+        }
+        let keys: Vec<(&str, &str)> = renamed.iter().map(|&i| key(i)).collect();
+        if let Err(e) = self.db.journal_steps(&keys, &Step::Written) {
+            for &i in &renamed {
+                results[i] = Some(Err(anyhow::anyhow!("{e:#}")));
+            }
+            renamed.clear();
+        }
+        let mut linked = Vec::new();
+        for &i in &renamed {
+            let plan = plans[i].0;
+            if plan.link
+                && let Err(e) = self.backend.link(&plan.name)
+            {
+                results[i] = Some(Err(
+                    e.context(format!("created {}, but cannot enable it", plan.name))
+                ));
+                continue;
+            }
+            linked.push(i);
+        }
+        let keys: Vec<(&str, &str)> = linked.iter().map(|&i| key(i)).collect();
+        match self.db.journal_steps(&keys, &Step::Started) {
+            Err(e) => {
+                for &i in &linked {
+                    results[i] = Some(Err(anyhow::anyhow!("{e:#}")));
+                }
+            }
+            Ok(()) => {
+                if !linked.is_empty() {
+                    crash_point!("create.after-link");
+                }
+                for &i in &linked {
+                    results[i] = Some(Ok(Done {
+                        verb: if plans[i].0.link {
+                            "created and enabled"
+                        } else {
+                            "created (not enabled)"
+                        },
+                    }));
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("internal: create not carried out"))))
+            .collect()
     }
 }

@@ -415,9 +415,19 @@ impl Db {
             let mut st = tx.prepare_cached(
                 "INSERT OR IGNORE INTO hint (domain, service, path, source, txn, package, time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
+            // A hint merged into a pending one still names a newer change: it becomes
+            // the newest, so finishing a plan made before it (up to its hint id) keeps it.
+            let mut bump = tx.prepare_cached(
+                "UPDATE hint SET id = (SELECT max(id) FROM hint) + 1, time = ?6
+                 WHERE domain = ?1 AND service = ?2 AND path = ?3 AND source = ?4 AND txn = ?5",
+            )?;
             let mut n = 0;
             for h in hints {
-                n += st.execute(params![h.domain, h.service, h.path, h.source, h.txn, h.package, t])?;
+                let added = st.execute(params![h.domain, h.service, h.path, h.source, h.txn, h.package, t])?;
+                if added == 0 {
+                    bump.execute(params![h.domain, h.service, h.path, h.source, h.txn, t])?;
+                }
+                n += added;
             }
             Ok(n)
         })
@@ -575,6 +585,23 @@ impl Db {
         Ok(())
     }
 
+    /// [`Db::journal_step`] for many services, in one transaction.
+    pub fn journal_steps(&mut self, services: &[(&str, &str)], step: &Step) -> Result<()> {
+        if services.is_empty() {
+            return Ok(());
+        }
+        let s = step.as_str();
+        self.write(|tx| {
+            let mut st = tx.prepare_cached(
+                "UPDATE journal SET step = ?3 WHERE domain = ?1 AND service = ?2",
+            )?;
+            for (domain, service) in services {
+                st.execute(params![domain, service, s])?;
+            }
+            Ok(())
+        })
+    }
+
     pub fn journal(&self) -> Result<Vec<JournalEntry>> {
         let mut st = self
             .conn
@@ -645,6 +672,15 @@ impl Db {
             for (hash, data) in blobs {
                 b.execute(params![hash, data])?;
             }
+            // rows to clear can only be in tables that hold any (each service comes
+            // once): skip a thousand empty deletes in a no-op run
+            let any = |table: &str| {
+                tx.query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), [], |r| {
+                    r.get::<_, bool>(0)
+                })
+            };
+            let (in_conflict, in_deferred, in_journal) =
+                (any("conflict")?, any("deferred")?, any("journal")?);
             for (o, base_json, conflicts, deferred) in &rows {
                 let p = o.plan;
                 if o.ok {
@@ -667,8 +703,10 @@ impl Db {
                         tx.prepare_cached("DELETE FROM hint WHERE domain = ?1 AND service = ?2 AND id <= ?3")?
                             .execute(params![p.domain, p.name, o.max_hint])?;
                     }
-                    tx.prepare_cached("DELETE FROM conflict WHERE domain = ?1 AND service = ?2")?
-                        .execute(params![p.domain, p.name])?;
+                    if in_conflict {
+                        tx.prepare_cached("DELETE FROM conflict WHERE domain = ?1 AND service = ?2")?
+                            .execute(params![p.domain, p.name])?;
+                    }
                     for (path, json) in conflicts {
                         tx.prepare_cached(
                             "INSERT INTO conflict (domain, service, path, detail, time) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -681,9 +719,10 @@ impl Db {
                                 "INSERT OR REPLACE INTO deferred (domain, service, reason, time) VALUES (?1, ?2, ?3, ?4)",
                             )?
                             .execute(params![p.domain, p.name, reason, t])?,
-                        None => tx
+                        None if in_deferred => tx
                             .prepare_cached("DELETE FROM deferred WHERE domain = ?1 AND service = ?2")?
                             .execute(params![p.domain, p.name])?,
+                        None => 0,
                     };
                 }
                 if o.history {
@@ -694,7 +733,7 @@ impl Db {
                 }
                 // a failure after the point of no return keeps its journal entry: the
                 // next run finishes it
-                if o.ok {
+                if o.ok && in_journal {
                     tx.prepare_cached("DELETE FROM journal WHERE domain = ?1 AND service = ?2")?
                         .execute(params![p.domain, p.name])?;
                 }
@@ -987,10 +1026,13 @@ mod tests {
             .unwrap(),
             2
         );
+        let before = db.pending().unwrap();
         assert_eq!(db.enqueue(&[hint("a", "/x/a/run")]).unwrap(), 0);
         let p = db.pending().unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].service, "a");
+        // merged, but newer than every hint before it
+        assert!(p[0].max_hint > before[1].max_hint, "{before:?} {p:?}");
     }
 
     #[test]

@@ -1101,20 +1101,89 @@ fn apply_domain(
         }
     };
     report.notes.extend(committed.notes);
+    // New services are built together (one sync of their content, one journal
+    // transaction per step) and recorded together (one transaction).
+    let creates: Vec<(&ServicePlan, &Contents)> = acting
+        .iter()
+        .filter(|((p, _, _), _)| p.action == Action::Create)
+        .map(|((p, _, _), c)| (p, *c))
+        .collect();
+    let mut created = Exec {
+        db,
+        domain,
+        backend,
+    }
+    .create_batch(&creates)
+    .into_iter();
+    let mut done_creates = Vec::new();
     for ((p, _, max_hint), contents) in acting {
-        let mut res = Exec {
-            db,
-            domain,
-            backend,
-        }
-        .execute(p, contents, Step::Planned);
+        let mut res = if p.action == Action::Create {
+            created
+                .next()
+                .unwrap_or_else(|| Err(anyhow::anyhow!("internal: create not carried out")))
+        } else {
+            Exec {
+                db,
+                domain,
+                backend,
+            }
+            .execute(p, contents, Step::Planned)
+        };
         if res.is_ok()
             && let Some(cause) = committed.troubled.get(&p.name)
         {
             db.journal_drop(&p.domain, &p.name)?;
             res = Err(anyhow::anyhow!("{cause}"));
         }
-        finish(db, report, run, p, *max_hint, res, &[])?;
+        match res {
+            Ok(done) if p.action == Action::Create => done_creates.push((p, *max_hint, done)),
+            res => finish(db, report, run, p, *max_hint, res, &[])?,
+        }
+    }
+    finish_many(db, report, run, &domain.name, done_creates)
+}
+
+/// [`finish`] for plans that succeeded, recorded in one transaction.
+fn finish_many(
+    db: &mut Db,
+    report: &mut Report,
+    run: i64,
+    domain: &str,
+    done: Vec<(&ServicePlan, i64, apply::Done)>,
+) -> Result<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    let packages = db.newest_hint_packages(domain)?;
+    let texts: Vec<(&'static str, String, Option<String>)> = done
+        .iter()
+        .map(|(p, _, d)| {
+            let (kind, text) = describe(p, Some(d.verb), false);
+            (kind, text, packages.get(&p.name).cloned())
+        })
+        .collect();
+    crash_point!("commit.before");
+    let outcomes: Vec<Outcome> = done
+        .iter()
+        .zip(&texts)
+        .map(|((p, max_hint, _), (kind, text, package))| Outcome {
+            run,
+            plan: p,
+            max_hint: *max_hint,
+            action: kind,
+            detail: text,
+            ok: true,
+            package: package.as_deref(),
+            history: true,
+        })
+        .collect();
+    db.commit_services(&outcomes, &[])?;
+    for ((p, _, _), (kind, text, package)) in done.iter().zip(texts) {
+        report.line(&p.domain, &p.name, kind, text, package);
+        if !p.conflicts.is_empty() {
+            let (_, text) = describe_conflicts(p);
+            report.line(&p.domain, &p.name, "conflict", text, None);
+        }
     }
     Ok(())
 }

@@ -52,7 +52,18 @@ pub struct Stock {
 }
 
 pub fn hash_bytes(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+    to_hex(&Sha256::digest(data))
+}
+
+/// Lowercase hex, as `hex::encode` writes it (without building it char by char).
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
+    }
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// True for what a supervisor writes inside a service directory: `supervise`
@@ -109,7 +120,7 @@ pub fn read_stock_cached(
         max_file_size,
         contents: &mut stock.contents,
     };
-    let mut cache = Cache::new(cached);
+    let mut cache = Cache::new(cached, now());
     cache.record("", &meta, &Entry::Dir { mode: 0 });
     walk(
         &dir,
@@ -120,7 +131,7 @@ pub fn read_stock_cached(
         &mut side,
         Some(&mut cache),
     )?;
-    Ok(Some((stock, cache.new)))
+    Ok(Some((stock, cache.finish())))
 }
 
 /// The content of one stock file, read again (a file the stat cache answered for).
@@ -189,11 +200,12 @@ impl Stat {
 }
 
 /// One read of a stock service directory for the stat cache: when it was taken and,
-/// per entry (`""` is the directory itself), its [`Stat`] and what it was read as.
+/// per entry (`""` is the directory itself), its [`Stat`] and what it was read as,
+/// sorted by path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     taken: (i64, i64),
-    entries: BTreeMap<String, (Stat, Entry)>,
+    entries: Vec<(String, (Stat, Entry))>,
 }
 
 const SNAPSHOT_FORMAT: u8 = 1;
@@ -251,7 +263,7 @@ impl Snapshot {
             return true;
         };
         let settled = (old.taken.0 - TRUST_AGE.as_secs() as i64, old.taken.1);
-        old.entries != self.entries || old.entries.values().any(|(st, _)| st.ctime >= settled)
+        old.entries != self.entries || old.entries.iter().any(|(_, (st, _))| st.ctime >= settled)
     }
 
     /// The inverse of [`Snapshot::encode`]; `None` for anything malformed (the cache is
@@ -290,7 +302,7 @@ impl Snapshot {
         }
         let taken = (r.i64()?, r.i64()?);
         let n = r.u32()? as usize;
-        let mut entries = BTreeMap::new();
+        let mut entries = Vec::with_capacity(n.min(MAX_ENTRIES + 1));
         for _ in 0..n.min(MAX_ENTRIES + 1) {
             let rel = r.string()?;
             let (dev, ino, size) = (r.u64()?, r.u64()?, r.u64()?);
@@ -302,7 +314,7 @@ impl Snapshot {
                     let mode = r.u32()?;
                     let size = r.u64()?;
                     let hash = match tag {
-                        0 => hex::encode(r.take(32)?),
+                        0 => to_hex(r.take(32)?),
                         _ => r.string()?,
                     };
                     Entry::File { mode, hash, size }
@@ -321,7 +333,10 @@ impl Snapshot {
                 mtime,
                 ctime,
             };
-            entries.insert(rel, (st, entry));
+            if entries.last().is_some_and(|(last, _)| *last >= rel) {
+                return None;
+            }
+            entries.push((rel, (st, entry)));
         }
         if !r.0.is_empty() || entries.len() != n {
             return None;
@@ -339,12 +354,16 @@ struct Cache<'a> {
     new: Snapshot,
 }
 
+/// The wall clock as (seconds, nanoseconds), as ctime is kept.
+fn now() -> (i64, i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (now.as_secs() as i64, i64::from(now.subsec_nanos()))
+}
+
 impl<'a> Cache<'a> {
-    fn new(old: Option<&'a Snapshot>) -> Cache<'a> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let now = (now.as_secs() as i64, i64::from(now.subsec_nanos()));
+    fn new(old: Option<&'a Snapshot>, now: (i64, i64)) -> Cache<'a> {
         // a snapshot from the future (the clock was set back) is not used
         let old = old.filter(|o| o.taken <= now);
         let trusted_before = old.map_or((i64::MIN, 0), |o| {
@@ -355,14 +374,19 @@ impl<'a> Cache<'a> {
             trusted_before,
             new: Snapshot {
                 taken: now,
-                entries: BTreeMap::new(),
+                entries: Vec::new(),
             },
         }
     }
 
     /// What the previous read found at `rel`, if `meta` shows it unchanged since.
     fn hit(&self, rel: &str, meta: &fs::Metadata) -> Option<&'a Entry> {
-        let (st, entry) = self.old?.entries.get(rel)?;
+        let old = self.old?;
+        let i = old
+            .entries
+            .binary_search_by(|(k, _)| k.as_str().cmp(rel))
+            .ok()?;
+        let (_, (st, entry)) = &old.entries[i];
         (*st == Stat::of(meta) && st.ctime < self.trusted_before).then_some(entry)
     }
 
@@ -376,12 +400,12 @@ impl<'a> Cache<'a> {
         } else {
             format!("{rel}/")
         };
+        let start = old
+            .entries
+            .partition_point(|(k, _)| k.as_str() <= prefix.as_str());
         Some(
-            old.entries
-                .range::<str, _>((
-                    std::ops::Bound::Excluded(prefix.as_str()),
-                    std::ops::Bound::Unbounded,
-                ))
+            old.entries[start..]
+                .iter()
                 .map(|(k, _)| k)
                 .take_while(|k| k.starts_with(&prefix))
                 .filter(|k| !k[prefix.len()..].contains('/'))
@@ -393,7 +417,13 @@ impl<'a> Cache<'a> {
     fn record(&mut self, rel: &str, meta: &fs::Metadata, entry: &Entry) {
         self.new
             .entries
-            .insert(rel.to_string(), (Stat::of(meta), entry.clone()));
+            .push((rel.to_string(), (Stat::of(meta), entry.clone())));
+    }
+
+    /// The snapshot taken (entries sorted: a walk visits `a/b` before `a-b`).
+    fn finish(mut self) -> Snapshot {
+        self.new.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        self.new
     }
 }
 
@@ -675,7 +705,7 @@ pub fn hash_file(path: &Path) -> Result<(String, u64)> {
         size += n as u64;
         h.update(&buf[..n]);
     }
-    Ok((hex::encode(h.finalize()), size))
+    Ok((to_hex(&h.finalize()), size))
 }
 
 #[cfg(test)]
@@ -725,6 +755,93 @@ mod tests {
         assert!(format!("{err:#}").contains("is a fifo"), "{err:#}");
         let live = read_live(&t.path().join("stock"), "foo").unwrap().unwrap();
         assert!(!live.contains_key("fifo") && !live.contains_key("supervise"));
+    }
+
+    /// `read_stock_cached` as if run at `now` (seconds from the epoch).
+    fn read_at(root: &Path, old: Option<&Snapshot>, now: i64) -> (Stock, Snapshot) {
+        names::check_service_name("foo").unwrap();
+        let dir = root.join("foo");
+        let meta = top_dir(&dir, "stock").unwrap().unwrap();
+        let mut stock = Stock::default();
+        let mut side = Side::Stock {
+            tree_root: root,
+            max_file_size: 1024,
+            contents: &mut stock.contents,
+        };
+        let mut cache = Cache::new(old, (now, 0));
+        cache.record("", &meta, &Entry::Dir { mode: 0 });
+        walk(
+            &dir,
+            "",
+            0,
+            &meta,
+            &mut stock.tree,
+            &mut side,
+            Some(&mut cache),
+        )
+        .unwrap();
+        (stock, cache.finish())
+    }
+
+    #[test]
+    fn stat_cache_answers_only_for_unchanged_settled_entries() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("stock");
+        let s = root.join("foo");
+        fs::create_dir_all(s.join("env")).unwrap();
+        fs::write(s.join("run"), "#!/bin/sh\n").unwrap();
+        fs::write(s.join("env/A"), "a\n").unwrap();
+        symlink("../x", s.join("link")).unwrap();
+        let t0 = now().0;
+        let plain = read_stock(&root, "foo", 1024).unwrap().unwrap();
+
+        // taken while the files were new: nothing is trusted yet
+        let (_, fresh) = read_at(&root, None, t0);
+        let (again, snap) = read_at(&root, Some(&fresh), t0 + 1);
+        assert_eq!(again.tree, plain.tree);
+        assert_eq!(again.contents.len(), 2, "read again");
+        assert!(snap.supersedes(Some(&fresh)));
+
+        // taken when they had settled: answered from the cache, listings included
+        let (_, settled) = read_at(&root, None, t0 + 10);
+        assert_eq!(Snapshot::decode(&settled.encode()), Some(settled.clone()));
+        assert_eq!(Snapshot::decode(&settled.encode()[..20]), None);
+        let (cached, snap) = read_at(&root, Some(&settled), t0 + 11);
+        assert_eq!(cached.tree, plain.tree);
+        assert!(cached.contents.is_empty(), "nothing read");
+        assert!(!snap.supersedes(Some(&settled)));
+        assert_eq!(
+            read_stock_file(&root, "foo", "env/A", 1024).unwrap(),
+            b"a\n".to_vec()
+        );
+
+        // rewritten in place, same size, mtime set back: ctime tells
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(s.join("env/A"))
+            .unwrap();
+        let mtime = f.metadata().unwrap().modified().unwrap();
+        std::io::Write::write_all(&mut &f, b"b\n").unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        // a file added (the directory changes too)
+        fs::write(s.join("env/B"), "c\n").unwrap();
+        let (changed, snap) = read_at(&root, Some(&settled), t0 + 12);
+        let fresh_read = read_stock(&root, "foo", 1024).unwrap().unwrap();
+        assert_eq!(changed.tree, fresh_read.tree);
+        assert_ne!(changed.tree["env/A"], plain.tree["env/A"]);
+        assert!(changed.tree.contains_key("env/B"));
+        assert_eq!(changed.contents.len(), 2, "only what changed is read");
+        assert!(snap.supersedes(Some(&settled)));
+
+        // a file removed
+        fs::remove_file(s.join("run")).unwrap();
+        let (gone, _) = read_at(&root, Some(&snap), t0 + 13);
+        assert!(!gone.tree.contains_key("run"));
+        // a snapshot from the future is not used
+        let (_, future) = read_at(&root, None, t0 + 100);
+        let (all, _) = read_at(&root, Some(&future), t0 + 50);
+        assert_eq!(all.contents.len(), 2);
     }
 
     #[test]

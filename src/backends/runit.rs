@@ -488,7 +488,10 @@ impl Backend for Runit {
         let main = self.dir(name, Part::Main);
         let log = self.dir(name, Part::Log);
         let limit = self.start_timeout + RESCAN;
-        let supervised = || runsv_running(&main) && (!log.is_dir() || runsv_running(&log));
+        // runsv answers on supervise/ok before it writes supervise/status: wait for
+        // both, so a status read right after this returns does not fail.
+        let ready = |d: &Path| runsv_running(d) && d.join("supervise/status").exists();
+        let supervised = || ready(&main) && (!log.is_dir() || ready(&log));
         if !wait_until(limit, supervised) {
             bail!(
                 "runsvdir did not start runsv for {name} within {} s{}",

@@ -150,9 +150,17 @@ impl Backend for S6 {
             // No scanner: the link is in place and is picked up when one starts.
             return Ok(());
         }
-        let dir = self.dir(name, Part::Main);
-        let d = dir.to_string_lossy().into_owned();
-        if !wait_until(self.start_timeout, || Self::supervised(&d)) {
+        // Supervised with a readable status (s6-supervise answers before it writes
+        // its first status), the logger too when there is one: a status read right
+        // after this returns must not fail.
+        let ready = |part: Part| {
+            let d = self.dir(name, part).to_string_lossy().into_owned();
+            run(&["s6-svstat", &d]).is_ok_and(|o| o.code == 0)
+        };
+        let has_log = self.dir(name, Part::Log).is_dir();
+        if !wait_until(self.start_timeout, || {
+            ready(Part::Main) && (!has_log || ready(Part::Log))
+        }) {
             bail!(
                 "s6-svscan did not start a supervisor for {name} within {} s",
                 self.start_timeout.as_secs()
