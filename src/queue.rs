@@ -111,6 +111,55 @@ pub struct Db {
     pub path: PathBuf,
     /// Set when a corrupt file was moved aside on open.
     pub moved_aside: Option<PathBuf>,
+    /// Opened for writing and checked: on close, record how the files are left.
+    stamp_on_close: bool,
+}
+
+/// `state.db.checked`: the database files (`state.db`, `state.db-wal`: device, inode,
+/// size, mtime, ctime) as svsettle last closed them. Found unchanged on open, nothing
+/// but svsettle wrote them since a full check, so the integrity check, which reads the
+/// whole file, is skipped; anything else (another program, a restored or damaged file,
+/// a crash) changes them and gets the check.
+fn checked_marker(path: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.checked", path.display()))
+}
+
+fn files_stamp(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let one = |p: &Path| match std::fs::symlink_metadata(p) {
+        Ok(m) => Some(format!(
+            "{} {} {} {}.{} {}.{}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("-".into()),
+        Err(_) => None,
+    };
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    Some(format!("{}\n{}\n", one(path)?, one(&wal)?))
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if !self.stamp_on_close {
+            return;
+        }
+        // close first: the last connection checkpoints and removes the WAL
+        let Ok(placeholder) = Connection::open_in_memory() else {
+            return;
+        };
+        let conn = std::mem::replace(&mut self.conn, placeholder);
+        if conn.close().is_ok()
+            && let Some(stamp) = files_stamp(&self.path)
+        {
+            let _ = std::fs::write(checked_marker(&self.path), stamp);
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +353,7 @@ impl Db {
             conn,
             path,
             moved_aside: None,
+            stamp_on_close: false,
         };
         let v: i64 = db
             .conn
@@ -325,27 +375,37 @@ impl Db {
     }
 
     fn open_at(path: &Path) -> Result<Db> {
+        let stamp = files_stamp(path);
+        let unchanged =
+            stamp.is_some() && std::fs::read_to_string(checked_marker(path)).ok() == stamp;
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open database {}", path.display()))?;
-        let db = Db {
+        let mut db = Db {
             conn,
             path: path.to_path_buf(),
             moved_aside: None,
+            stamp_on_close: false,
         };
-        db.init()
+        db.init(unchanged)
             .map_err(|e| match e.downcast::<rusqlite::Error>() {
                 Ok(sql) if is_corruption(&sql) => anyhow::Error::new(sql),
                 Ok(sql) => db.err(sql),
                 Err(other) => other,
             })?;
+        db.stamp_on_close = true;
         Ok(db)
     }
 
-    fn init(&self) -> Result<()> {
+    fn init(&self, unchanged: bool) -> Result<()> {
         let c = &self.conn;
         c.busy_timeout(Duration::from_secs(30))?;
-        // A fresh file cannot tell corruption from emptiness; a quick check can.
-        let check: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        // A fresh file cannot tell corruption from emptiness; a quick check can. Files
+        // exactly as svsettle left them after a check need none (see checked_marker).
+        let check: String = if unchanged {
+            "ok".into()
+        } else {
+            c.query_row("PRAGMA quick_check", [], |r| r.get(0))?
+        };
         if check != "ok" {
             return Err(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
@@ -887,16 +947,22 @@ impl Db {
         Ok(rows)
     }
 
+    /// The newest `limit` rows, oldest first; `service` may be NAME or DOMAIN/NAME.
     pub fn history(&self, limit: usize, service: Option<&str>) -> Result<Vec<HistoryRow>> {
+        let (domain, service) = match service.map(|s| s.split_once('/')) {
+            Some(Some((d, s))) => (Some(d), Some(s)),
+            _ => (None, service),
+        };
         let mut st = self
             .conn
             .prepare(
                 "SELECT id, run, time, domain, service, action, detail, package, ok FROM history
-                 WHERE ?2 IS NULL OR service = ?2 ORDER BY id DESC LIMIT ?1",
+                 WHERE (?2 IS NULL OR service = ?2) AND (?3 IS NULL OR domain = ?3)
+                 ORDER BY id DESC LIMIT ?1",
             )
             .map_err(|e| self.err(e))?;
         let mut rows = st
-            .query_map(params![limit as i64, service], |r| {
+            .query_map(params![limit as i64, service, domain], |r| {
                 Ok(HistoryRow {
                     id: r.get(0)?,
                     run: r.get(1)?,
@@ -960,13 +1026,30 @@ impl StatCache {
         })
     }
 
-    pub fn get(&self, domain: &str, service: &str) -> Option<Snapshot> {
-        let data: Vec<u8> = self
+    /// The snapshots of `services`, in one query (missing or unreadable: not there).
+    pub fn get_many(
+        &self,
+        domain: &str,
+        services: &[&str],
+    ) -> std::collections::HashMap<String, Snapshot> {
+        let Ok(names) = serde_json::to_string(services) else {
+            return Default::default();
+        };
+        let rows = self
             .conn
-            .prepare_cached("SELECT data FROM stat WHERE domain = ?1 AND service = ?2")
-            .and_then(|mut st| st.query_row(params![domain, service], |r| r.get(0)))
-            .ok()?;
-        Snapshot::decode(&data)
+            .prepare_cached(
+                "SELECT service, data FROM stat WHERE domain = ?1 AND service IN (SELECT value FROM json_each(?2))",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![domain, names], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap_or_default();
+        rows.into_iter()
+            .filter_map(|(service, data)| Some((service, Snapshot::decode(&data)?)))
+            .collect()
     }
 
     /// Stores snapshots (`None`: forget the service), in one transaction.
