@@ -183,6 +183,8 @@ fn tail(s: &str) -> String {
 
 /// Runs a command to completion, feeding `stdin`; max RSS comes from wait4, so it is
 /// this process's alone.
+// the child is reaped by wait4 in `reap`, which also gives its rusage
+#[allow(clippy::zombie_processes)]
 fn run(mut cmd: Command, stdin: Option<Vec<u8>>) -> Ran {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()

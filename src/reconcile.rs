@@ -670,6 +670,8 @@ fn plan_service(
 /// snapshots to store in it, and the recorded bases read ahead in one query.
 struct DomainCache<'a> {
     cache: Option<&'a StatCache>,
+    /// Snapshots of the targets, read ahead in one query.
+    snapshots: std::collections::HashMap<String, tree::Snapshot>,
     updates: Vec<(String, Option<tree::Snapshot>)>,
     /// Base JSON by service, for every target (absent: no base).
     bases: Option<std::collections::HashMap<String, String>>,
@@ -686,13 +688,16 @@ fn plan_service_cached(
     cache: Option<&mut DomainCache>,
 ) -> Result<(ServicePlan, Option<Stock>)> {
     let (stat_cache, mut bases) = match cache {
-        Some(c) => (c.cache.map(|sc| (sc, &mut c.updates)), c.bases.as_mut()),
+        Some(c) => (
+            c.cache.map(|_| (&mut c.snapshots, &mut c.updates)),
+            c.bases.as_mut(),
+        ),
         None => (None, None),
     };
     let stock = match stat_cache {
         None => tree::read_stock(&domain.stock.host, name, max_size)?,
-        Some((sc, updates)) => {
-            let old = sc.get(&domain.name, name);
+        Some((snapshots, updates)) => {
+            let old = snapshots.remove(name);
             match tree::read_stock_cached(&domain.stock.host, name, max_size, old.as_ref())? {
                 Some((stock, snap)) => {
                     if snap.supersedes(old.as_ref()) {
@@ -731,10 +736,27 @@ fn plan_service_cached(
         && tree::live_exists(&domain.live.host, name)?
     {
         // Stock is what was applied last: every live path keeps what it has, whatever
-        // the admin did there, so live is not read. Planning against a live equal to
-        // the base gives that same plan (nothing to do).
-        let live = base.clone();
-        return plan_service_from(domain, backend, name, stock, base, live);
+        // the admin did there, so live is not read: nothing to do (what planning
+        // against a live equal to the base gives).
+        if domain.policy.exclude.iter().any(|e| e == name) {
+            let live = base.clone();
+            return plan_service_from(domain, backend, name, stock, base, live);
+        }
+        let p = ServicePlan {
+            domain: domain.name.clone(),
+            name: name.to_string(),
+            action: Action::Nothing,
+            ops: Vec::new(),
+            conflicts: Vec::new(),
+            new_base: base,
+            restart_main: false,
+            restart_log: false,
+            link: false,
+            state: State::UNSUPERVISED,
+            kept: Vec::new(),
+            note: None,
+        };
+        return Ok((p, stock));
     }
     let mut live = tree::read_live(&domain.live.host, name)?;
     if settle != Settle::AsIs {
@@ -844,6 +866,10 @@ fn run_plans(
             .collect();
         let mut dcache = Some(DomainCache {
             cache: stat_cache.as_ref(),
+            snapshots: stat_cache
+                .as_ref()
+                .map(|c| c.get_many(&dname, &names))
+                .unwrap_or_default(),
             updates: Vec::new(),
             bases: db
                 .as_ref()
