@@ -369,6 +369,19 @@ impl Db {
         Ok(Some(db))
     }
 
+    /// Runs a query and collects its rows; errors name the database.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut st = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        st.query_map(params, map)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
+    }
+
     fn err(&self, e: rusqlite::Error) -> anyhow::Error {
         let path = self.path.display().to_string();
         anyhow::Error::new(e).context(format!("database {path}"))
@@ -494,21 +507,14 @@ impl Db {
     }
 
     pub fn pending(&self) -> Result<Vec<PendingService>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT domain, service, max(id), count(*) FROM hint GROUP BY domain, service ORDER BY domain, service")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
+        let rows: Vec<_> = self.rows("SELECT domain, service, max(id), count(*) FROM hint GROUP BY domain, service ORDER BY domain, service", [], |r| {
                 Ok(PendingService {
                     domain: r.get(0)?,
                     service: r.get(1)?,
                     max_hint: r.get(2)?,
                     hints: r.get(3)?,
                 })
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
+            })?;
         Ok(rows)
     }
 
@@ -520,14 +526,7 @@ impl Db {
 
     /// Packages named by the hints of a service (newest first), for attribution.
     pub fn hint_packages(&self, domain: &str, service: &str) -> Result<Vec<String>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT DISTINCT package FROM hint WHERE domain = ?1 AND service = ?2 AND package IS NOT NULL ORDER BY id DESC")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map(params![domain, service], |r| r.get(0))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
-            .map_err(|e| self.err(e))?;
+        let rows: Vec<String> = self.rows("SELECT DISTINCT package FROM hint WHERE domain = ?1 AND service = ?2 AND package IS NOT NULL ORDER BY id DESC", params![domain, service], |r| r.get(0))?;
         Ok(rows)
     }
 
@@ -537,14 +536,7 @@ impl Db {
         &self,
         domain: &str,
     ) -> Result<std::collections::HashMap<String, String>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT service, package FROM hint WHERE domain = ?1 AND package IS NOT NULL ORDER BY id DESC")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map(params![domain], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(String, String)>>>())
-            .map_err(|e| self.err(e))?;
+        let rows: Vec<(String, String)> = self.rows("SELECT service, package FROM hint WHERE domain = ?1 AND package IS NOT NULL ORDER BY id DESC", params![domain], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let mut out = std::collections::HashMap::new();
         for (service, package) in rows {
             out.entry(service).or_insert(package);
@@ -560,16 +552,7 @@ impl Db {
         services: &[&str],
     ) -> Result<std::collections::HashMap<String, String>> {
         let names = serde_json::to_string(services)?;
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT service, tree FROM base WHERE domain = ?1 AND service IN (SELECT value FROM json_each(?2))",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map(params![domain, names], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<(String, String)>>>())
-            .map_err(|e| self.err(e))?;
+        let rows: Vec<(String, String)> = self.rows("SELECT service, tree FROM base WHERE domain = ?1 AND service IN (SELECT value FROM json_each(?2))", params![domain, names], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.into_iter().collect())
     }
 
@@ -592,14 +575,11 @@ impl Db {
     }
 
     pub fn base_services(&self, domain: &str) -> Result<Vec<String>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT service FROM base WHERE domain = ?1 ORDER BY service")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map(params![domain], |r| r.get(0))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
-            .map_err(|e| self.err(e))?;
+        let rows: Vec<String> = self.rows(
+            "SELECT service FROM base WHERE domain = ?1 ORDER BY service",
+            params![domain],
+            |r| r.get(0),
+        )?;
         Ok(rows)
     }
 
@@ -663,12 +643,7 @@ impl Db {
     }
 
     pub fn journal(&self) -> Result<Vec<JournalEntry>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT plan, step, run, max_hint, domain, service FROM journal ORDER BY domain, service")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
+        let rows: Vec<_> = self.rows("SELECT plan, step, run, max_hint, domain, service FROM journal ORDER BY domain, service", [], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -677,9 +652,7 @@ impl Db {
                     r.get::<_, String>(4)?,
                     r.get::<_, String>(5)?,
                 ))
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
+            })?;
         rows.into_iter()
             .map(|(plan, step, run, max_hint, d, s)| {
                 Ok(JournalEntry {
@@ -873,12 +846,10 @@ impl Db {
 
     /// Problems recorded since the last run that finished without any.
     pub fn problems(&self) -> Result<Vec<ProblemRow>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT time, source, domain, service, message FROM problem ORDER BY id DESC LIMIT 50")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
+        let rows: Vec<_> = self.rows(
+            "SELECT time, source, domain, service, message FROM problem ORDER BY id DESC LIMIT 50",
+            [],
+            |r| {
                 Ok(ProblemRow {
                     time: r.get(0)?,
                     source: r.get(1)?,
@@ -886,9 +857,8 @@ impl Db {
                     service: r.get(3)?,
                     message: r.get(4)?,
                 })
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
+            },
+        )?;
         Ok(rows)
     }
 
@@ -906,23 +876,18 @@ impl Db {
     }
 
     pub fn conflicts(&self) -> Result<Vec<ConflictRow>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT domain, service, detail, time FROM conflict ORDER BY domain, service, path",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
+        let rows: Vec<_> = self.rows(
+            "SELECT domain, service, detail, time FROM conflict ORDER BY domain, service, path",
+            [],
+            |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get(3)?,
                 ))
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
+            },
+        )?;
         rows.into_iter()
             .map(|(domain, service, detail, time)| {
                 Ok(ConflictRow {
@@ -936,14 +901,11 @@ impl Db {
     }
 
     pub fn deferred(&self) -> Result<Vec<(String, String, String)>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT domain, service, reason FROM deferred ORDER BY domain, service")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
+        let rows: Vec<_> = self.rows(
+            "SELECT domain, service, reason FROM deferred ORDER BY domain, service",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         Ok(rows)
     }
 
@@ -953,16 +915,12 @@ impl Db {
             Some(Some((d, s))) => (Some(d), Some(s)),
             _ => (None, service),
         };
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT id, run, time, domain, service, action, detail, package, ok FROM history
+        let mut rows: Vec<_> = self.rows(
+            "SELECT id, run, time, domain, service, action, detail, package, ok FROM history
                  WHERE (?2 IS NULL OR service = ?2) AND (?3 IS NULL OR domain = ?3)
                  ORDER BY id DESC LIMIT ?1",
-            )
-            .map_err(|e| self.err(e))?;
-        let mut rows = st
-            .query_map(params![limit as i64, service, domain], |r| {
+            params![limit as i64, service, domain],
+            |r| {
                 Ok(HistoryRow {
                     id: r.get(0)?,
                     run: r.get(1)?,
@@ -974,9 +932,8 @@ impl Db {
                     package: r.get(7)?,
                     ok: r.get(8)?,
                 })
-            })
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(|e| self.err(e))?;
+            },
+        )?;
         rows.reverse();
         Ok(rows)
     }

@@ -160,6 +160,22 @@ pub fn relative_link(from_dir: &Path, to: &Path) -> PathBuf {
     rel
 }
 
+/// Removes a scan-directory entry if it is a symlink; anything else there is the
+/// admin's and is left alone with an error.
+pub fn remove_scan_link(link: &Path) -> Result<()> {
+    use anyhow::Context;
+    match std::fs::symlink_metadata(link) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::remove_file(link).with_context(|| format!("cannot remove {}", link.display()))
+        }
+        Ok(_) => bail!(
+            "scan entry {} is not a symlink; leaving it alone",
+            link.display()
+        ),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Places `link -> target` atomically (temporary name, then rename).
 pub fn place_symlink(target: &Path, link: &Path) -> Result<()> {
     use anyhow::Context;

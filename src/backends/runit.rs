@@ -510,15 +510,7 @@ impl Backend for Runit {
     /// gone, so no rescan can start the service again.
     fn unlink(&self, name: &str) -> Result<()> {
         let link = self.scan.join(name);
-        match std::fs::symlink_metadata(&link) {
-            Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&link)
-                .with_context(|| format!("cannot remove {}", link.display()))?,
-            Ok(_) => bail!(
-                "scan entry {} is not a symlink; leaving it alone",
-                link.display()
-            ),
-            Err(_) => {}
-        }
+        super::remove_scan_link(&link)?;
         let main = self.dir(name, Part::Main);
         let log = self.dir(name, Part::Log);
         if runsv_running(&main) {

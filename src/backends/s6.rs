@@ -5,7 +5,7 @@
 use super::{Backend, Part, place_symlink, relative_link, run, wait_until};
 use crate::config::Domain;
 use crate::plan::{Run, State};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -170,16 +170,7 @@ impl Backend for S6 {
     }
 
     fn unlink(&self, name: &str) -> Result<()> {
-        let link = self.scan.join(name);
-        match std::fs::symlink_metadata(&link) {
-            Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(&link)
-                .with_context(|| format!("cannot remove {}", link.display()))?,
-            Ok(_) => bail!(
-                "scan entry {} is not a symlink; leaving it alone",
-                link.display()
-            ),
-            Err(_) => {}
-        }
+        super::remove_scan_link(&self.scan.join(name))?;
         let scan = self.scan.to_string_lossy();
         let out = run(&["s6-svscanctl", "-an", &scan])?;
         if out.code != 0 {
