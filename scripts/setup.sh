@@ -11,7 +11,7 @@ here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
 
 demo_pkgs=(s6 execline pacman-package-manager libarchive-tools)
 test_pkgs=(s6 execline runit sqlite3 rsync pacman-package-manager libalpm-dev libarchive-tools
-  busybox-static util-linux procps pkg-config clang libclang-dev)
+  busybox-static util-linux procps pkg-config clang libclang-dev time)
 
 want=("${test_pkgs[@]}")
 [ "${1:-}" != --demo ] || want=("${demo_pkgs[@]}")

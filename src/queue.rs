@@ -960,11 +960,10 @@ impl StatCache {
             let conn = Connection::open(&path)?;
             conn.busy_timeout(Duration::from_secs(5))?;
             // only the reconciler (holding the lock) opens it: no shared-memory index,
-            // no lock per statement, pages read through a memory map
+            // no lock per statement
             conn.query_row("PRAGMA locking_mode = EXCLUSIVE", [], |_| Ok(()))?;
             conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
-            conn.query_row("PRAGMA mmap_size = 268435456", [], |_| Ok(()))?;
             conn.execute_batch(
                 "CREATE TABLE IF NOT EXISTS stat (
                     domain TEXT NOT NULL,
@@ -983,12 +982,13 @@ impl StatCache {
         })
     }
 
-    /// The snapshots of `services`, in one query (missing or unreadable: not there).
+    /// The stored snapshots of `services` ([`Snapshot::decode`] reads one), in one
+    /// query; missing or unreadable: not there.
     pub fn get_many(
         &self,
         domain: &str,
         services: &[&str],
-    ) -> std::collections::HashMap<String, Snapshot> {
+    ) -> std::collections::HashMap<String, Vec<u8>> {
         let Ok(names) = serde_json::to_string(services) else {
             return Default::default();
         };
@@ -1004,9 +1004,7 @@ impl StatCache {
                 .collect::<rusqlite::Result<Vec<_>>>()
             })
             .unwrap_or_default();
-        rows.into_iter()
-            .filter_map(|(service, data)| Some((service, Snapshot::decode(&data)?)))
-            .collect()
+        rows.into_iter().collect()
     }
 
     /// Stores snapshots (`None`: forget the service), in one transaction.

@@ -670,8 +670,8 @@ fn plan_service(
 /// snapshots to store in it, and the recorded bases read ahead in one query.
 struct DomainCache<'a> {
     cache: Option<&'a StatCache>,
-    /// Snapshots of the targets, read ahead in one query.
-    snapshots: std::collections::HashMap<String, tree::Snapshot>,
+    /// Snapshots of the targets (encoded), read ahead in one query.
+    snapshots: std::collections::HashMap<String, Vec<u8>>,
     updates: Vec<(String, Option<tree::Snapshot>)>,
     /// Base JSON by service, for every target (absent: no base).
     bases: Option<std::collections::HashMap<String, String>>,
@@ -697,7 +697,9 @@ fn plan_service_cached(
     let stock = match stat_cache {
         None => tree::read_stock(&domain.stock.host, name, max_size)?,
         Some((snapshots, updates)) => {
-            let old = snapshots.remove(name);
+            let old = snapshots
+                .remove(name)
+                .and_then(|data| tree::Snapshot::decode(&data));
             match tree::read_stock_cached(&domain.stock.host, name, max_size, old.as_ref())? {
                 Some((stock, snap)) => {
                     if snap.supersedes(old.as_ref()) {
@@ -900,7 +902,11 @@ fn run_plans(
                 Settle::AsIs,
                 dcache.as_mut(),
             ) {
-                Ok((p, stock)) => plans.push((p, stock, t.max_hint)),
+                Ok((p, stock)) => {
+                    // stock content is needed only to write it
+                    let stock = stock.filter(|_| p.acts());
+                    plans.push((p, stock, t.max_hint))
+                }
                 Err(e) => {
                     let e = e.context(format!("{}/{}", dname, t.name));
                     if let Some(db) = db.as_mut().filter(|_| !opts.dry_run) {
