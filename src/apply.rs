@@ -368,6 +368,11 @@ fn with_restart_errors(e: anyhow::Error, errors: Vec<anyhow::Error>) -> anyhow::
 /// `.svsettle-new.*`, `.svsettle-del.*`, temporary links. Journaled services are
 /// finished first, so anything left here belongs to nobody.
 pub fn sweep(dir: &Path) -> Result<Vec<PathBuf>> {
+    sweep_prefix(dir, TEMP_PREFIX)
+}
+
+/// Removes every entry of `dir` whose name starts with `prefix` (a missing `dir` has none).
+pub fn sweep_prefix(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -376,7 +381,7 @@ pub fn sweep(dir: &Path) -> Result<Vec<PathBuf>> {
     };
     for ent in rd {
         let ent = ent.with_context(|| format!("cannot list {}", dir.display()))?;
-        if !ent.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+        if !ent.file_name().to_string_lossy().starts_with(prefix) {
             continue;
         }
         let p = ent.path();

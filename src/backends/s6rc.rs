@@ -765,24 +765,7 @@ fn execline_quote(name: &str) -> String {
 
 /// Removes entries of `dir` whose name starts with `prefix`.
 fn leftovers(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else {
-        return Ok(removed);
-    };
-    for ent in rd.flatten() {
-        if !ent.file_name().to_string_lossy().starts_with(prefix) {
-            continue;
-        }
-        let p = ent.path();
-        if ent.file_type().is_ok_and(|t| t.is_dir()) {
-            fs::remove_dir_all(&p)
-        } else {
-            fs::remove_file(&p)
-        }
-        .with_context(|| format!("cannot remove leftover {}", p.display()))?;
-        removed.push(p);
-    }
-    Ok(removed)
+    crate::apply::sweep_prefix(dir, prefix)
 }
 
 /// Copies a live service directory (files, directories, symlinks as symlinks);
