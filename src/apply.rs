@@ -708,19 +708,27 @@ impl Exec<'_> {
             }
             renamed.clear();
         }
-        let mut linked = Vec::new();
-        for &i in &renamed {
-            let plan = plans[i].0;
-            if plan.link
-                && let Err(e) = self.backend.link(&plan.name)
-            {
+        let to_link: Vec<usize> = renamed
+            .iter()
+            .copied()
+            .filter(|&i| plans[i].0.link)
+            .collect();
+        let names: Vec<&str> = to_link.iter().map(|&i| plans[i].0.name.as_str()).collect();
+        let mut link_failed = std::collections::BTreeSet::new();
+        for (&i, res) in to_link.iter().zip(self.backend.link_many(&names)) {
+            if let Err(e) = res {
+                let name = &plans[i].0.name;
                 results[i] = Some(Err(
-                    e.context(format!("created {}, but cannot enable it", plan.name))
+                    e.context(format!("created {name}, but cannot enable it"))
                 ));
-                continue;
+                link_failed.insert(i);
             }
-            linked.push(i);
         }
+        let linked: Vec<usize> = renamed
+            .iter()
+            .copied()
+            .filter(|i| !link_failed.contains(i))
+            .collect();
         let keys: Vec<(&str, &str)> = linked.iter().map(|&i| key(i)).collect();
         match self.db.journal_steps(&keys, &Step::Started) {
             Err(e) => {

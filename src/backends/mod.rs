@@ -42,6 +42,11 @@ pub trait Backend {
     fn is_linked(&self, name: &str) -> bool;
     /// Adds the service to the scan directory and has the scanner pick it up.
     fn link(&self, name: &str) -> Result<()>;
+    /// [`Backend::link`] for several services; backends whose scanner notices new
+    /// entries late (runsvdir: every 5 s) place every link first and wait once.
+    fn link_many(&self, names: &[&str]) -> Vec<Result<()>> {
+        names.iter().map(|n| self.link(n)).collect()
+    }
     /// Removes the service from the scan directory and waits for its supervisor to go.
     fn unlink(&self, name: &str) -> Result<()>;
     /// False for backends whose supervisor runs a compiled copy (s6-rc): the live tree

@@ -227,6 +227,29 @@ fn runsvdir_watching(scan: &Path) -> Option<bool> {
 }
 
 impl Runit {
+    /// Waits, until `start` + start-timeout + one rescan, for runsvdir to start the
+    /// runsv of a linked service (and of its logger).
+    fn wait_linked(&self, name: &str, start: std::time::Instant) -> Result<()> {
+        let main = self.dir(name, Part::Main);
+        let log = self.dir(name, Part::Log);
+        let bound = self.start_timeout + RESCAN;
+        let limit = bound.saturating_sub(start.elapsed());
+        // runsv answers on supervise/ok before it writes supervise/status: wait for
+        // both, so a status read right after this returns does not fail.
+        let ready = |d: &Path| runsv_running(d) && d.join("supervise/status").exists();
+        let supervised = || ready(&main) && (!log.is_dir() || ready(&log));
+        if !wait_until(limit, supervised) {
+            bail!(
+                "runsvdir did not start runsv for {name} within {} s{}",
+                bound.as_secs(),
+                dangling_supervise(&main)
+                    .or_else(|| dangling_supervise(&log))
+                    .unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
     pub fn new(d: &Domain) -> Runit {
         Runit {
             domain: d.name.clone(),
@@ -479,29 +502,29 @@ impl Backend for Runit {
     /// Places the link (its rename changes the scan directory's mtime, which is what
     /// runsvdir looks at), then waits, bounded, until runsv answers for the service.
     fn link(&self, name: &str) -> Result<()> {
-        let target = relative_link(&self.scan_inner, &self.live_inner.join(name));
-        place_symlink(&target, &self.scan.join(name))?;
+        self.link_many(&[name]).pop().unwrap_or(Ok(()))
+    }
+
+    /// Places every link, then waits for each runsv within one shared bound: runsvdir
+    /// starts all of them on the same rescan.
+    fn link_many(&self, names: &[&str]) -> Vec<Result<()>> {
+        let placed: Vec<Result<()>> = names
+            .iter()
+            .map(|name| {
+                let target = relative_link(&self.scan_inner, &self.live_inner.join(name));
+                place_symlink(&target, &self.scan.join(name))
+            })
+            .collect();
         if runsvdir_watching(&self.scan) == Some(false) {
-            // No scanner: the link is in place and is picked up when one starts.
-            return Ok(());
+            // No scanner: the links are in place and are picked up when one starts.
+            return placed;
         }
-        let main = self.dir(name, Part::Main);
-        let log = self.dir(name, Part::Log);
-        let limit = self.start_timeout + RESCAN;
-        // runsv answers on supervise/ok before it writes supervise/status: wait for
-        // both, so a status read right after this returns does not fail.
-        let ready = |d: &Path| runsv_running(d) && d.join("supervise/status").exists();
-        let supervised = || ready(&main) && (!log.is_dir() || ready(&log));
-        if !wait_until(limit, supervised) {
-            bail!(
-                "runsvdir did not start runsv for {name} within {} s{}",
-                limit.as_secs(),
-                dangling_supervise(&main)
-                    .or_else(|| dangling_supervise(&log))
-                    .unwrap_or_default()
-            );
-        }
-        Ok(())
+        let start = std::time::Instant::now();
+        names
+            .iter()
+            .zip(placed)
+            .map(|(name, placed)| placed.and_then(|()| self.wait_linked(name, start)))
+            .collect()
     }
 
     /// Removes the link and has runsv exit: runsvdir would tell it to when it notices
