@@ -240,25 +240,7 @@ impl Root {
         env: &[(&str, &str)],
         stdin: Option<&[u8]>,
     ) -> Out {
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", test_path())
-            .env("LC_ALL", "C")
-            .env("TZ", "UTC");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        let mut child = spawn_hermetic(program, args, env, stdin.is_some());
         if let Some(data) = stdin {
             use std::io::Write;
             let mut s = child.stdin.take().expect("stdin");
@@ -367,6 +349,34 @@ impl Root {
         }
         out
     }
+}
+
+/// Starts `program` with a clean environment (the test PATH, `LC_ALL=C`, `TZ=UTC` and
+/// `env`), stdout and stderr captured, stdin piped or closed.
+pub fn spawn_hermetic<S: AsRef<std::ffi::OsStr>>(
+    program: &Path,
+    args: &[S],
+    env: &[(&str, &str)],
+    piped_stdin: bool,
+) -> Child {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", test_path())
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(if piped_stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
 }
 
 /// Polls `cond` until it holds or `limit` passes; panics naming `what`.
@@ -611,25 +621,7 @@ impl Root {
         argv.push("--root".into());
         argv.push(self.path.clone().into());
         argv.extend(args.iter().cloned());
-        let mut cmd = Command::new(&program);
-        cmd.args(&argv)
-            .env_clear()
-            .env("PATH", test_path())
-            .env("LC_ALL", "C")
-            .env("TZ", "UTC");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        let mut child = spawn_hermetic(&program, &argv, env, stdin.is_some());
         let writer = stdin.map(|data| {
             let mut s = child.stdin.take().expect("stdin");
             let data = data.to_vec();
