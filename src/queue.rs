@@ -278,6 +278,18 @@ pub struct Outcome<'a> {
     pub history: bool,
 }
 
+/// SQLITE_BUSY or SQLITE_LOCKED anywhere in an error's chain.
+fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>().is_some_and(|e| {
+            matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked)
+            )
+        })
+    })
+}
+
 fn is_corruption(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
@@ -387,7 +399,24 @@ impl Db {
         anyhow::Error::new(e).context(format!("database {path}"))
     }
 
+    /// Opens and initialises, retrying while another process holds a lock SQLite does
+    /// not wait for by itself (switching a new file to WAL, WAL recovery): 32 hooks
+    /// starting at once on a fresh database must all succeed, none report "locked".
     fn open_at(path: &Path) -> Result<Db> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match Self::open_once(path) {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Db> {
         let stamp = files_stamp(path);
         let unchanged =
             stamp.is_some() && std::fs::read_to_string(checked_marker(path)).ok() == stamp;
