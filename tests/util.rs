@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const INSTALL_HINT: &str = "run .ci/setup (apt-get install s6 runit execline pacman-package-manager libalpm-dev; \
+pub const INSTALL_HINT: &str = "run scripts/setup.sh as root (apt-get install s6 runit execline pacman-package-manager libalpm-dev; \
      ../shared/tools/build-test-tools.sh for s6-rc and apk)";
 
 /// PATH for svsettle and the tools: the test-built s6-rc/apk first, then the system.
