@@ -105,6 +105,44 @@ pub fn for_domain(domain: &Domain) -> Box<dyn Backend> {
     }
 }
 
+/// Where a domain's services live and are scanned, and how long to wait for them:
+/// what the s6 and runit backends share.
+pub struct Layout {
+    pub live: PathBuf,
+    pub live_inner: PathBuf,
+    pub scan: PathBuf,
+    pub scan_inner: PathBuf,
+    pub stop_timeout: Duration,
+    pub start_timeout: Duration,
+}
+
+impl Layout {
+    pub fn new(d: &Domain) -> Layout {
+        Layout {
+            live: d.live.host.clone(),
+            live_inner: d.live.inner.clone(),
+            scan: d.scan.host.clone(),
+            scan_inner: d.scan.inner.clone(),
+            stop_timeout: d.policy.stop_timeout,
+            start_timeout: d.policy.start_timeout,
+        }
+    }
+
+    /// The live directory of a service or of its logger.
+    pub fn dir(&self, name: &str, part: Part) -> PathBuf {
+        match part {
+            Part::Main => self.live.join(name),
+            Part::Log => self.live.join(name).join("log"),
+        }
+    }
+
+    /// Places the relative scan-directory link of a service.
+    pub fn place_link(&self, name: &str) -> Result<()> {
+        let target = relative_link(&self.scan_inner, &self.live_inner.join(name));
+        place_symlink(&target, &self.scan.join(name))
+    }
+}
+
 /// Output of a finished child.
 pub struct Output {
     pub code: i32,

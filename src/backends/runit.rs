@@ -18,7 +18,7 @@
 //! a `check` script (sv runs it to decide that the service is up) and for a status file
 //! that is not in runit's format.
 
-use super::{Backend, Part, place_symlink, relative_link, run, wait_until};
+use super::{Backend, Layout, Part, run, wait_until};
 use crate::config::Domain;
 use crate::plan::{Run, State};
 use anyhow::{Context, Result, bail};
@@ -38,12 +38,7 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Runit {
     domain: String,
-    live: PathBuf,
-    live_inner: PathBuf,
-    scan: PathBuf,
-    scan_inner: PathBuf,
-    stop_timeout: Duration,
-    start_timeout: Duration,
+    l: Layout,
 }
 
 /// Where a supervised process is in its cycle.
@@ -232,7 +227,7 @@ impl Runit {
     fn wait_linked(&self, name: &str, start: std::time::Instant) -> Result<()> {
         let main = self.dir(name, Part::Main);
         let log = self.dir(name, Part::Log);
-        let bound = self.start_timeout + RESCAN;
+        let bound = self.l.start_timeout + RESCAN;
         let limit = bound.saturating_sub(start.elapsed());
         // runsv answers on supervise/ok before it writes supervise/status: wait for
         // both, so a status read right after this returns does not fail.
@@ -253,20 +248,12 @@ impl Runit {
     pub fn new(d: &Domain) -> Runit {
         Runit {
             domain: d.name.clone(),
-            live: d.live.host.clone(),
-            live_inner: d.live.inner.clone(),
-            scan: d.scan.host.clone(),
-            scan_inner: d.scan.inner.clone(),
-            stop_timeout: d.policy.stop_timeout,
-            start_timeout: d.policy.start_timeout,
+            l: Layout::new(d),
         }
     }
 
     fn dir(&self, name: &str, part: Part) -> PathBuf {
-        match part {
-            Part::Main => self.live.join(name),
-            Part::Log => self.live.join(name).join("log"),
-        }
+        self.l.dir(name, part)
     }
 
     /// Runs `sv` and fails naming the part, the argv, the exit code and sv's output
@@ -333,7 +320,7 @@ impl Runit {
         // Told to stop but not down yet: writing its files now would let `finish`
         // read a half-updated directory, so wait (bounded) until it is down.
         let mut last = sup;
-        let down = wait_until(self.stop_timeout, || match read_sup(&dir) {
+        let down = wait_until(self.l.stop_timeout, || match read_sup(&dir) {
             Ok(Some(s)) => {
                 last = s;
                 s.is_down() || s.want_up
@@ -345,7 +332,7 @@ impl Runit {
                 "{} {name} was told to stop but is still {} after {} s",
                 part.words(),
                 last.describe(),
-                self.stop_timeout.as_secs()
+                self.l.stop_timeout.as_secs()
             );
         }
         Ok(if last.want_up { Run::Up } else { Run::Down })
@@ -369,7 +356,7 @@ impl Runit {
     }
 
     fn stop_with_sv(&self, name: &str, part: Part, d: &str) -> Result<()> {
-        let t = secs(self.stop_timeout);
+        let t = secs(self.l.stop_timeout);
         let Err(e) = self.sv(name, part, &["-w", &t, "down", d]) else {
             return Ok(());
         };
@@ -387,7 +374,7 @@ impl Runit {
             "svsettle: {}/{name}: {} ignored SIGTERM for {} s; killed with SIGKILL",
             self.domain,
             part.words(),
-            self.stop_timeout.as_secs()
+            self.l.stop_timeout.as_secs()
         );
     }
 
@@ -426,7 +413,7 @@ impl Runit {
                 bail!(
                     "{} {name} did not stop within {} s, nor {} s after SIGKILL (still {})",
                     part.words(),
-                    self.stop_timeout.as_secs(),
+                    self.l.stop_timeout.as_secs(),
                     KILL_GRACE.as_secs(),
                     last.map(|s| s.describe())
                         .unwrap_or_else(|| "unknown".into())
@@ -441,7 +428,7 @@ impl Runit {
             "{} {name}: no runsv supervises {} (not linked in {}, or runsvdir not running)",
             part.words(),
             dir.display(),
-            self.scan.display()
+            self.l.scan.display()
         )
     }
 }
@@ -464,7 +451,7 @@ impl Backend for Runit {
         }
         control(&dir, b'd').with_context(|| format!("cannot stop {} {name}", part.words()))?;
         // want down as well: runsv has read the `d` (no restart is pending)
-        let (down, _) = Self::wait_sup(&dir, self.stop_timeout, |s| s.is_down() && !s.want_up);
+        let (down, _) = Self::wait_sup(&dir, self.l.stop_timeout, |s| s.is_down() && !s.want_up);
         if down {
             return Ok(());
         }
@@ -478,16 +465,16 @@ impl Backend for Runit {
         }
         if Self::uses_sv(&dir)? {
             let d = dir.to_string_lossy();
-            self.sv(name, part, &["-w", &secs(self.start_timeout), "up", &d])?;
+            self.sv(name, part, &["-w", &secs(self.l.start_timeout), "up", &d])?;
             return Ok(());
         }
         control(&dir, b'u').with_context(|| format!("cannot start {} {name}", part.words()))?;
-        let (up, last) = Self::wait_sup(&dir, self.start_timeout, |s| s.is_up() && s.want_up);
+        let (up, last) = Self::wait_sup(&dir, self.l.start_timeout, |s| s.is_up() && s.want_up);
         if !up {
             bail!(
                 "{} {name} did not come up within {} s (still {})",
                 part.words(),
-                self.start_timeout.as_secs(),
+                self.l.start_timeout.as_secs(),
                 last.map(|s| s.describe())
                     .unwrap_or_else(|| "unknown".into())
             );
@@ -496,7 +483,7 @@ impl Backend for Runit {
     }
 
     fn is_linked(&self, name: &str) -> bool {
-        self.scan.join(name).symlink_metadata().is_ok()
+        self.l.scan.join(name).symlink_metadata().is_ok()
     }
 
     /// Places the link (its rename changes the scan directory's mtime, which is what
@@ -508,14 +495,8 @@ impl Backend for Runit {
     /// Places every link, then waits for each runsv within one shared bound: runsvdir
     /// starts all of them on the same rescan.
     fn link_many(&self, names: &[&str]) -> Vec<Result<()>> {
-        let placed: Vec<Result<()>> = names
-            .iter()
-            .map(|name| {
-                let target = relative_link(&self.scan_inner, &self.live_inner.join(name));
-                place_symlink(&target, &self.scan.join(name))
-            })
-            .collect();
-        if runsvdir_watching(&self.scan) == Some(false) {
+        let placed: Vec<Result<()>> = names.iter().map(|name| self.l.place_link(name)).collect();
+        if runsvdir_watching(&self.l.scan) == Some(false) {
             // No scanner: the links are in place and are picked up when one starts.
             return placed;
         }
@@ -532,7 +513,7 @@ impl Backend for Runit {
     /// request and also reaches a runsv whose runsvdir is gone. The entry is already
     /// gone, so no rescan can start the service again.
     fn unlink(&self, name: &str) -> Result<()> {
-        let link = self.scan.join(name);
+        let link = self.l.scan.join(name);
         super::remove_scan_link(&link)?;
         let main = self.dir(name, Part::Main);
         let log = self.dir(name, Part::Log);
@@ -540,7 +521,7 @@ impl Backend for Runit {
             control(&main, b'x')
                 .with_context(|| format!("cannot tell the runsv of {name} to exit"))?;
         }
-        let limit = self.stop_timeout + RESCAN;
+        let limit = self.l.stop_timeout + RESCAN;
         if !wait_until(limit, || !runsv_running(&main) && !runsv_running(&log)) {
             bail!(
                 "the runsv of {name} did not exit within {} s after its link {} was removed",

@@ -2,7 +2,7 @@
 //! service directory (s6-supervise keeps `supervise/` there; the scan directory
 //! holds a relative symlink to it).
 
-use super::{Backend, Part, place_symlink, relative_link, run, wait_until};
+use super::{Backend, Layout, Part, run, wait_until};
 use crate::config::Domain;
 use crate::plan::{Run, State};
 use anyhow::{Result, bail};
@@ -10,31 +10,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub struct S6 {
-    live: PathBuf,
-    live_inner: PathBuf,
-    scan: PathBuf,
-    scan_inner: PathBuf,
-    stop_timeout: Duration,
-    start_timeout: Duration,
+    l: Layout,
 }
 
 impl S6 {
     pub fn new(d: &Domain) -> S6 {
-        S6 {
-            live: d.live.host.clone(),
-            live_inner: d.live.inner.clone(),
-            scan: d.scan.host.clone(),
-            scan_inner: d.scan.inner.clone(),
-            stop_timeout: d.policy.stop_timeout,
-            start_timeout: d.policy.start_timeout,
-        }
+        S6 { l: Layout::new(d) }
     }
 
     fn dir(&self, name: &str, part: Part) -> PathBuf {
-        match part {
-            Part::Main => self.live.join(name),
-            Part::Log => self.live.join(name).join("log"),
-        }
+        self.l.dir(name, part)
     }
 
     fn supervised(dir: &str) -> bool {
@@ -80,7 +65,7 @@ impl Backend for S6 {
     fn stop(&self, name: &str, part: Part) -> Result<()> {
         let dir = self.dir(name, part);
         let d = dir.to_string_lossy();
-        let t = Self::ms(self.stop_timeout);
+        let t = Self::ms(self.l.stop_timeout);
         let out = run(&["s6-svc", "-d", "-wD", "-T", &t, &d])?;
         match out.code {
             0 => {}
@@ -91,7 +76,7 @@ impl Backend for S6 {
                     bail!(
                         "{} {name} did not stop within {} s, nor after SIGKILL ({})",
                         part.words(),
-                        self.stop_timeout.as_secs(),
+                        self.l.stop_timeout.as_secs(),
                         out.stderr
                     )
                 }
@@ -101,7 +86,7 @@ impl Backend for S6 {
         // On a service that was already down (crashed), s6-svc can return before
         // s6-supervise has read the command: wait until it no longer wants it up, so
         // it is not restarted while its files change.
-        let settled = wait_until(self.stop_timeout, || {
+        let settled = wait_until(self.l.stop_timeout, || {
             run(&["s6-svstat", "-o", "up,wantedup", &d])
                 .is_ok_and(|o| o.code == 0 && o.stdout.trim() == "false false")
         });
@@ -109,7 +94,7 @@ impl Backend for S6 {
             bail!(
                 "{} {name} still wanted up {} s after s6-svc -d",
                 part.words(),
-                self.stop_timeout.as_secs()
+                self.l.stop_timeout.as_secs()
             );
         }
         Ok(())
@@ -118,7 +103,7 @@ impl Backend for S6 {
     fn start(&self, name: &str, part: Part) -> Result<()> {
         let dir = self.dir(name, part);
         let d = dir.to_string_lossy();
-        let t = Self::ms(self.start_timeout);
+        let t = Self::ms(self.l.start_timeout);
         // -wU waits for readiness, which only services with notification-fd report.
         let wait = if dir.join("notification-fd").exists() {
             "-wU"
@@ -131,20 +116,19 @@ impl Backend for S6 {
             99 => bail!(
                 "{} {name} did not come up within {} s",
                 part.words(),
-                self.start_timeout.as_secs()
+                self.l.start_timeout.as_secs()
             ),
             code => bail!("s6-svc -u {wait} {d} exited {code}: {}", out.stderr),
         }
     }
 
     fn is_linked(&self, name: &str) -> bool {
-        self.scan.join(name).symlink_metadata().is_ok()
+        self.l.scan.join(name).symlink_metadata().is_ok()
     }
 
     fn link(&self, name: &str) -> Result<()> {
-        let target = relative_link(&self.scan_inner, &self.live_inner.join(name));
-        place_symlink(&target, &self.scan.join(name))?;
-        let scan = self.scan.to_string_lossy();
+        self.l.place_link(name)?;
+        let scan = self.l.scan.to_string_lossy();
         let out = run(&["s6-svscanctl", "-a", &scan])?;
         if out.code != 0 {
             // No scanner: the link is in place and is picked up when one starts.
@@ -158,31 +142,31 @@ impl Backend for S6 {
             run(&["s6-svstat", &d]).is_ok_and(|o| o.code == 0)
         };
         let has_log = self.dir(name, Part::Log).is_dir();
-        if !wait_until(self.start_timeout, || {
+        if !wait_until(self.l.start_timeout, || {
             ready(Part::Main) && (!has_log || ready(Part::Log))
         }) {
             bail!(
                 "s6-svscan did not start a supervisor for {name} within {} s",
-                self.start_timeout.as_secs()
+                self.l.start_timeout.as_secs()
             );
         }
         Ok(())
     }
 
     fn unlink(&self, name: &str) -> Result<()> {
-        super::remove_scan_link(&self.scan.join(name))?;
-        let scan = self.scan.to_string_lossy();
+        super::remove_scan_link(&self.l.scan.join(name))?;
+        let scan = self.l.scan.to_string_lossy();
         let out = run(&["s6-svscanctl", "-an", &scan])?;
         if out.code != 0 {
             return Ok(());
         }
         for part in [Part::Main, Part::Log] {
             let d = self.dir(name, part).to_string_lossy().into_owned();
-            if !wait_until(self.stop_timeout, || !Self::supervised(&d)) {
+            if !wait_until(self.l.stop_timeout, || !Self::supervised(&d)) {
                 bail!(
                     "the supervisor of {name} ({}) did not exit within {} s",
                     part.words(),
-                    self.stop_timeout.as_secs()
+                    self.l.stop_timeout.as_secs()
                 );
             }
         }
