@@ -411,6 +411,26 @@ fn merge(input: &Input, stock: &Tree, base: Option<&Tree>, live: &Tree) -> Servi
     p
 }
 
+/// Plans service `s6/foo` (for the table and property tests).
+#[cfg(test)]
+pub fn plan_foo(
+    stock: Option<&Tree>,
+    base: Option<&Tree>,
+    live: Option<&Tree>,
+    state: State,
+    policy: PlanPolicy,
+) -> ServicePlan {
+    plan(&Input {
+        domain: "s6",
+        name: "foo",
+        stock,
+        base,
+        live,
+        state,
+        policy,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,23 +465,7 @@ mod tests {
         excluded: false,
     };
 
-    fn run(
-        stock: Option<&Tree>,
-        base: Option<&Tree>,
-        live: Option<&Tree>,
-        state: State,
-        policy: PlanPolicy,
-    ) -> ServicePlan {
-        plan(&Input {
-            domain: "s6",
-            name: "foo",
-            stock,
-            base,
-            live,
-            state,
-            policy,
-        })
-    }
+    use super::plan_foo as run;
 
     struct Case {
         name: &'static str,

@@ -15,7 +15,7 @@
 //!   file where a directory stays;
 //! - (e) an unmodified live tree ends equal to stock.
 
-use crate::plan::{Action, Input, Op, PlanPolicy, Run, ServicePlan, State, plan};
+use crate::plan::{Action, Op, PlanPolicy, Run, ServicePlan, State, plan_foo};
 use crate::tree::{Entry, Tree, hash_bytes, is_logger};
 use proptest::prelude::*;
 
@@ -169,24 +169,6 @@ fn triple() -> impl Strategy<Value = Triple> {
         )
 }
 
-fn plan_of(
-    stock: Option<&Tree>,
-    base: Option<&Tree>,
-    live: Option<&Tree>,
-    state: State,
-    policy: PlanPolicy,
-) -> ServicePlan {
-    plan(&Input {
-        domain: "s6",
-        name: "foo",
-        stock,
-        base,
-        live,
-        state,
-        policy,
-    })
-}
-
 fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(move |(i, _)| &path[..i])
 }
@@ -243,7 +225,7 @@ fn union<'a>(trees: &[Option<&'a Tree>]) -> std::collections::BTreeSet<&'a Strin
 
 fn check(t: &Triple) -> Result<(), TestCaseError> {
     let (stock, base, live) = (t.stock.as_ref(), t.base.as_ref(), t.live.as_ref());
-    let p = plan_of(stock, base, live, t.state, t.policy);
+    let p = plan_foo(stock, base, live, t.state, t.policy);
     let after = outcome(&p, live).map_err(|e| TestCaseError::fail(format!("(d) {e}\n{p:#?}")))?;
     let conflicted = |path: &str| p.conflicts.iter().any(|c| c.path == path || c.path == ".");
 
@@ -333,7 +315,7 @@ fn check(t: &Triple) -> Result<(), TestCaseError> {
             | Action::Nothing
             | Action::Conflict
     ) {
-        let again = plan_of(
+        let again = plan_foo(
             stock,
             p.new_base.as_ref(),
             after.as_ref(),
