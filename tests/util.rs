@@ -463,23 +463,9 @@ impl Drop for Supervisor {
 
 /// Starts `s6-svscan` on a scan directory inside the root and waits until it answers.
 pub fn start_s6_svscan(root: &Root, scan_inner: &str) -> Supervisor {
-    let svscan = require("s6-svscan");
     require("s6-svc");
-    let scan = root.p(scan_inner);
-    fs::create_dir_all(&scan).expect("mkdir scan");
-    let child = Command::new(svscan)
-        .arg(&scan)
-        .env_clear()
-        .env("PATH", test_path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn s6-svscan");
-    let sup = Supervisor {
-        child,
-        scan: scan.clone(),
-    };
+    let sup = spawn_scanner(root, "s6-svscan", scan_inner);
+    let scan = sup.scan.clone();
     let ctl = require("s6-svscanctl");
     wait_for("s6-svscan to answer", Duration::from_secs(10), || {
         Command::new(&ctl)
@@ -495,11 +481,16 @@ pub fn start_s6_svscan(root: &Root, scan_inner: &str) -> Supervisor {
 
 /// Starts `runsvdir` on a scan directory inside the root.
 pub fn start_runsvdir(root: &Root, scan_inner: &str) -> Supervisor {
-    let runsvdir = require("runsvdir");
     require("sv");
+    spawn_scanner(root, "runsvdir", scan_inner)
+}
+
+/// Starts a scanner program on a scan directory inside the root (created if needed),
+/// with a clean environment and its output discarded.
+fn spawn_scanner(root: &Root, program: &str, scan_inner: &str) -> Supervisor {
     let scan = root.p(scan_inner);
     fs::create_dir_all(&scan).expect("mkdir scan");
-    let child = Command::new(runsvdir)
+    let child = Command::new(require(program))
         .arg(&scan)
         .env_clear()
         .env("PATH", test_path())
@@ -507,7 +498,7 @@ pub fn start_runsvdir(root: &Root, scan_inner: &str) -> Supervisor {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn runsvdir");
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
     Supervisor { child, scan }
 }
 
